@@ -1,0 +1,95 @@
+"""Paper defaults (Isola et al. 2017; the PyTorch reference's pix2pix options) on synthetic rain.
+
+Use: `python main.py --workdir=W --config=configs/default.py[:VARIANT] --config.KEY=VALUE`.
+Variants override the default:
+  (none)  256x256 crops from 286x286, unet_256 + 70x70 PatchGAN, batch 1, paper schedule.
+  tiny    32x32, ngf/ndf 8, 5-level U-Net: a step in well under a second on CPU (the tests use it).
+"""
+
+import ml_collections
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  """Returns the default config, with `variant`'s overrides applied."""
+  config = ml_collections.ConfigDict()
+
+  # Schedule (in steps; the reference's n_epochs / n_epochs_decay expressed as steps).
+  config.num_train_steps = 200_000
+  config.decay_steps = 100_000  # constant LR, then linear to 0 over the last decay_steps.
+  config.batch_size = 1  # global batch, over all devices and processes.
+  config.seed = 0
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 5_000
+  config.checkpoint_keep = 3
+  config.num_image_summaries = 4  # test images in the TensorBoard grid.
+
+  config.data = data = ml_collections.ConfigDict()
+  data.source = "synthetic_rain"
+  data.path = ""  # synthetic_rain: a folder of clean photos ("" = scikit-image's photos).
+  data.cache_dir = "~/.cache/pix2pix_jax"  # built datasets live here, never in the workdir.
+  data.load_size = 286  # resize to this, then random-crop crop_size (the paper's jitter).
+  data.crop_size = 256
+  data.flip = True
+  data.direction = "AtoB"  # A (rainy) is the input, B (clean) the target.
+  data.num_workers = 0  # grain worker processes (0 = read in the main process).
+  data.prefetch = 2  # batches read ahead of the step.
+  data.synthetic = synthetic = ml_collections.ConfigDict()
+  synthetic.image_size = 286  # side of the stored square crops.
+  synthetic.num_train = 2000
+  synthetic.num_test = 100
+  synthetic.rain = "mixed"  # light | heavy | mixed (streaks and raindrops, light and heavy).
+
+  config.model = model = ml_collections.ConfigDict()
+  model.num_downs = 8  # 8 = unet_256, 7 = unet_128.
+  model.ngf = 64
+  model.ndf = 64
+  model.norm = "batch"  # batch | instance | none
+  model.d_layers = 3  # 0 = PixelGAN (1x1), 1 = 16x16, 3 = 70x70, 5 = 286x286.
+  model.skip_connections = True  # False = the paper's encoder-decoder ablation.
+  model.dropout = True  # the reference's --no_dropout, inverted.
+  model.dropout_placement = "pytorch"  # pytorch (decoder blocks 2-4) | lua (blocks 1-3).
+  model.input_channels = 3
+  model.output_channels = 3
+
+  config.loss = loss = ml_collections.ConfigDict()
+  loss.gan = "vanilla"  # vanilla | lsgan | none
+  loss.l1_weight = 100.0
+  loss.conditional = True  # True: D sees (input, output); False: output only.
+
+  config.optim = optim = ml_collections.ConfigDict()
+  optim.lr = 2e-4
+  optim.beta1 = 0.5
+  optim.beta2 = 0.999
+
+  config.inference = inference = ml_collections.ConfigDict()
+  inference.norm_mode = "paper"  # paper (batch stats + dropout, as the reference) | running
+
+  if variant:
+    _apply_variant(config, variant)
+  return config
+
+
+def _apply_variant(config, variant):
+  if variant == "tiny":
+    config.num_train_steps = 200
+    config.decay_steps = 100
+    config.batch_size = 8
+    config.log_every_steps = 5
+    config.checkpoint_every_steps = 100
+    config.num_image_summaries = 2
+    config.data.load_size = 36
+    config.data.crop_size = 32
+    config.data.synthetic.image_size = 36
+    config.data.synthetic.num_train = 32
+    config.data.synthetic.num_test = 4
+    config.model.num_downs = 5
+    config.model.ngf = 8
+    config.model.ndf = 8
+    # A 10x learning rate, so that the L1 loss visibly falls within 20 steps.
+    config.optim.lr = 2e-3
+    # With 5 levels the reference's placement has no dropout block; use the Lua one so the
+    # tiny model still exercises dropout.
+    config.model.dropout_placement = "lua"
+  else:
+    raise ValueError(
+        f"Unknown config variant {variant!r} for configs/default.py; known: 'tiny'.")

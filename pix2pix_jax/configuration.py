@@ -1,0 +1,66 @@
+"""Checks a config before anything runs: each bad value is a one-line error naming its key."""
+
+import ml_collections
+
+from pix2pix_jax import losses
+from pix2pix_jax import models
+
+DIRECTIONS = ("AtoB", "BtoA")
+NORM_MODES = ("paper", "running")
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the key and says what would."""
+
+
+def _check(ok: bool, message: str):
+  if not ok:
+    raise ConfigError(message)
+
+
+def _one_of(config, key: str, allowed):
+  value = config
+  for part in key.split("."):
+    value = value[part]
+  _check(value in allowed, f"{key}={value!r} is not one of {tuple(allowed)}.")
+
+
+def discriminator_output_size(crop_size: int, d_layers: int) -> int:
+  """Side of the PatchGAN's logit map for a crop_size input (30 for 256 with 3 layers)."""
+  if d_layers == 0:
+    return crop_size
+  size = crop_size
+  for _ in range(d_layers):  # 4x4 stride-2 pad-1 convs halve the side.
+    size //= 2
+  return size - 2  # two 4x4 stride-1 pad-1 convs each take one pixel off.
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Raises ConfigError on the first invalid value; returns the config unchanged."""
+  for key in ("num_train_steps", "batch_size", "log_every_steps", "checkpoint_every_steps"):
+    _check(int(config[key]) >= 1, f"{key}={config[key]!r} must be >= 1.")
+  _check(config.decay_steps >= 0, f"decay_steps={config.decay_steps} must be >= 0.")
+  _one_of(config, "model.norm", models.NORMS)
+  _one_of(config, "model.dropout_placement", models.DROPOUT_PLACEMENTS)
+  _one_of(config, "loss.gan", losses.GAN_LOSSES)
+  _one_of(config, "data.direction", DIRECTIONS)
+  _one_of(config, "inference.norm_mode", NORM_MODES)
+  model, data = config.model, config.data
+  _check(model.num_downs >= 5,
+         f"model.num_downs={model.num_downs} must be >= 5 (8 = unet_256, 7 = unet_128).")
+  for key in ("ngf", "ndf", "input_channels", "output_channels"):
+    _check(model[key] >= 1, f"model.{key}={model[key]!r} must be >= 1.")
+  _check(model.d_layers >= 0, f"model.d_layers={model.d_layers} must be >= 0.")
+  multiple = 2 ** model.num_downs
+  _check(data.crop_size >= multiple and data.crop_size % multiple == 0,
+         f"data.crop_size={data.crop_size} must be a positive multiple of 2**model.num_downs="
+         f"{multiple}.")
+  _check(data.load_size >= data.crop_size,
+         f"data.load_size={data.load_size} must be >= data.crop_size={data.crop_size}.")
+  _check(discriminator_output_size(data.crop_size, model.d_layers) >= 1,
+         f"model.d_layers={model.d_layers} is too deep for data.crop_size={data.crop_size}: "
+         f"the discriminator would output no logits; use a larger crop or fewer layers.")
+  _check(config.loss.l1_weight >= 0, f"loss.l1_weight={config.loss.l1_weight} must be >= 0.")
+  _check(config.loss.gan != "none" or config.loss.l1_weight > 0,
+         "loss.gan='none' with loss.l1_weight=0 leaves the generator nothing to learn.")
+  return config

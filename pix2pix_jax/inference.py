@@ -1,0 +1,51 @@
+"""Running a trained generator: the two named normalisation modes.
+
+`paper`: the paper's (and the reference test script's) test time: batch norm uses the
+statistics of the batch being translated and dropout stays on, drawn from `rng` (the same rng
+gives the same output). `running`: batch norm uses the running averages gathered in training
+and dropout is off, as a conventional network in eval mode. Neither mode changes the stored
+statistics.
+"""
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+NORM_MODES = ("paper", "running")
+
+
+def check_norm_mode(norm_mode: str) -> str:
+  if norm_mode not in NORM_MODES:
+    raise ValueError(f"inference.norm_mode={norm_mode!r} is not one of {NORM_MODES}.")
+  return norm_mode
+
+
+def make_generate_fn(generator) -> Callable[..., jax.Array]:
+  """Returns `generate(variables, images, *, norm_mode, rng=None)`, jitted per norm mode.
+
+  `images` are float NHWC in [-1, 1]; the result is too. `generator` must have no device axis
+  (`axis_name=None`). With `rng=None`, paper mode uses the fixed key 0.
+  """
+  def apply(variables, images, rng, paper_mode):
+    return generator.apply(variables, images, train=paper_mode, rngs={"dropout": rng})
+  jitted = jax.jit(apply, static_argnums=3)
+
+  def generate(variables, images, *, norm_mode: str, rng: Optional[jax.Array] = None):
+    paper_mode = check_norm_mode(norm_mode) == "paper"
+    rng = jax.random.key(0) if rng is None else rng
+    variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+    return jitted(variables, jnp.asarray(images, jnp.float32), rng, paper_mode)
+  return generate
+
+
+def to_uint8(images) -> np.ndarray:
+  """[-1, 1] floats -> uint8 pixels (rounded, clipped)."""
+  images = (np.asarray(images, np.float32) + 1.0) * 127.5
+  return np.clip(np.round(images), 0, 255).astype(np.uint8)
+
+
+def from_uint8(images) -> np.ndarray:
+  """uint8 pixels -> [-1, 1] floats, as the input pipeline scales them."""
+  return np.asarray(images, np.float32) / 127.5 - 1.0

@@ -1,0 +1,277 @@
+"""Training state, the pure pix2pix train step, and the training loop.
+
+One step (as the reference's `optimize_parameters`): the generator runs once; the discriminator
+is updated on (input, fake) with the fake detached and on (input, real) in a separate pass,
+with loss 0.5 x (fake + real); then the generator is updated through the freshly updated
+discriminator with GAN + l1_weight x L1. The generator's forward pass is reused for its
+backward pass through `jax.vjp`, so it runs once per step.
+"""
+
+import dataclasses
+import functools
+import time
+from typing import Any, Iterator, Optional
+
+from absl import logging
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from pix2pix_jax import checkpoints
+from pix2pix_jax import configuration
+from pix2pix_jax import datasets
+from pix2pix_jax import inference
+from pix2pix_jax import input_pipeline
+from pix2pix_jax import losses
+from pix2pix_jax import models
+from pix2pix_jax import parallel
+from pix2pix_jax import writers
+
+
+@flax.struct.dataclass
+class NetworkState:
+  """One network's variables and optimizer state."""
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+  @property
+  def variables(self):
+    return {"params": self.params, "batch_stats": self.batch_stats}
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step changes. Pure data: the modules and optimizers live in `Pix2Pix`."""
+  step: jax.Array
+  generator: NetworkState
+  discriminator: NetworkState
+
+
+@dataclasses.dataclass(frozen=True)
+class Pix2Pix:
+  """The static half of training: modules, optimizers and loss settings (from the config)."""
+  generator: models.UNetGenerator
+  discriminator: models.PatchDiscriminator
+  generator_tx: optax.GradientTransformation
+  discriminator_tx: optax.GradientTransformation
+  gan_loss: str
+  l1_weight: float
+  conditional: bool
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict,
+                  axis_name: Optional[str] = parallel.AXIS_NAME) -> "Pix2Pix":
+    return cls(
+        generator=models.create_generator(config.model, axis_name=axis_name),
+        discriminator=models.create_discriminator(config.model, axis_name=axis_name),
+        generator_tx=create_optimizer(config),
+        discriminator_tx=create_optimizer(config),
+        gan_loss=config.loss.gan, l1_weight=float(config.loss.l1_weight),
+        conditional=bool(config.loss.conditional))
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+  """The reference's `linear` policy in steps: constant, then linear decay over decay_steps.
+
+  lr(t) = lr * (1 - max(0, t + 1 - (num_train_steps - decay_steps)) / (decay_steps + 1)),
+  the reference's rule with its epochs read as steps. A decay_steps beyond num_train_steps
+  decays over the whole run.
+  """
+  base_lr = config.optim.lr
+  decay_steps = min(config.decay_steps, config.num_train_steps)
+  constant_steps = config.num_train_steps - decay_steps
+
+  def schedule(count):
+    decayed = jnp.maximum(0, count + 1 - constant_steps) / (decay_steps + 1.0)
+    return base_lr * (1.0 - decayed)
+  return schedule
+
+
+def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam(lr 2e-4, betas (0.5, 0.999)) on the linear schedule, as the reference."""
+  return optax.adam(learning_rate_schedule(config), b1=config.optim.beta1,
+                    b2=config.optim.beta2, eps=1e-8)
+
+
+def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array,
+                       pix2pix: Optional[Pix2Pix] = None) -> TrainState:
+  """Freshly initialised networks and optimizer states (on the host, unreplicated)."""
+  pix2pix = pix2pix or Pix2Pix.from_config(config, axis_name=None)
+  size = config.data.crop_size
+  inputs = jnp.zeros((1, size, size, config.model.input_channels), jnp.float32)
+  d_channels = config.model.output_channels + (
+      config.model.input_channels if config.loss.conditional else 0)
+  d_inputs = jnp.zeros((1, size, size, d_channels), jnp.float32)
+  g_key, d_key = jax.random.split(rng)
+  # Initialise the modules without a device axis; the variables are the same.
+  generator = pix2pix.generator.clone(axis_name=None)
+  discriminator = pix2pix.discriminator.clone(axis_name=None)
+  g_vars = jax.jit(functools.partial(generator.init, train=False))({"params": g_key}, inputs)
+  d_vars = jax.jit(functools.partial(discriminator.init, train=False))(d_key, d_inputs)
+
+  def network(variables, tx):
+    return NetworkState(params=variables["params"],
+                        batch_stats=variables.get("batch_stats", {}),
+                        opt_state=tx.init(variables["params"]))
+  return TrainState(step=jnp.zeros((), jnp.int32),
+                    generator=network(g_vars, pix2pix.generator_tx),
+                    discriminator=network(d_vars, pix2pix.discriminator_tx))
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
+               pix2pix: Pix2Pix, axis_name: Optional[str] = parallel.AXIS_NAME,
+               with_grads: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One D update then one G update. Pure; pmapped over `axis_name` by the loop.
+
+  `batch` holds this device's `input`, `target` and `index` (global example positions, which
+  pick the dropout masks). `rng` is the run's key, the same on every device; the step number is
+  folded in here. Metrics are means over the global batch. With `with_grads`, the metrics also
+  hold both networks' gradients (before Adam), for tests.
+  """
+  def pmean(tree):
+    return jax.lax.pmean(tree, axis_name) if axis_name else tree
+
+  g, d = state.generator, state.discriminator
+  inputs, targets, example_ids = batch["input"], batch["target"], batch["index"]
+  dropout_rng = jax.random.fold_in(rng, state.step)
+
+  def generate(g_params):
+    fake, updates = pix2pix.generator.apply(
+        {"params": g_params, "batch_stats": g.batch_stats}, inputs, train=True,
+        example_ids=example_ids, rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
+    return fake, updates.get("batch_stats", {})
+  fakes, generator_vjp, g_batch_stats = jax.vjp(generate, g.params, has_aux=True)
+
+  def discriminate(d_params, d_batch_stats, images):
+    logits, updates = pix2pix.discriminator.apply(
+        {"params": d_params, "batch_stats": d_batch_stats},
+        losses.discriminator_input(inputs, images, pix2pix.conditional), train=True,
+        mutable=["batch_stats"])
+    return logits, updates.get("batch_stats", {})
+
+  metrics, grads = {}, {}
+  d_params, d_batch_stats, d_opt_state = d.params, d.batch_stats, d.opt_state
+  if pix2pix.gan_loss != "none":
+    def d_loss_fn(params):
+      fake_logits, stats = discriminate(params, d_batch_stats, jax.lax.stop_gradient(fakes))
+      real_logits, stats = discriminate(params, stats, targets)
+      loss = losses.discriminator_loss(fake_logits, real_logits, pix2pix.gan_loss)
+      return loss, (stats, fake_logits, real_logits)
+    (d_loss, (d_batch_stats, fake_logits, real_logits)), d_grads = jax.value_and_grad(
+        d_loss_fn, has_aux=True)(d_params)
+    d_grads = pmean(d_grads)
+    updates, d_opt_state = pix2pix.discriminator_tx.update(d_grads, d_opt_state, d_params)
+    d_params = optax.apply_updates(d_params, updates)
+    metrics.update(d_loss=d_loss, d_real=jnp.mean(jax.nn.sigmoid(real_logits)),
+                   d_fake=jnp.mean(jax.nn.sigmoid(fake_logits)))
+    grads["d_grads"] = d_grads
+
+  def g_loss_fn(fake_images):
+    l1 = losses.l1_loss(fake_images, targets)
+    if pix2pix.gan_loss == "none":
+      return pix2pix.l1_weight * l1, (d_batch_stats, {"g_l1": l1})
+    # Through the updated D, in train mode (its statistics move, as in the reference).
+    logits, stats = discriminate(d_params, d_batch_stats, fake_images)
+    gan = losses.gan_loss(logits, True, pix2pix.gan_loss)
+    return gan + pix2pix.l1_weight * l1, (stats, {"g_gan": gan, "g_l1": l1})
+  (g_loss, (d_batch_stats, g_metrics)), loss_grad_wrt_fakes = jax.value_and_grad(
+      g_loss_fn, has_aux=True)(fakes)
+  (g_grads,) = generator_vjp(loss_grad_wrt_fakes)
+  g_grads = pmean(g_grads)
+  updates, g_opt_state = pix2pix.generator_tx.update(g_grads, g.opt_state, g.params)
+  g_params = optax.apply_updates(g.params, updates)
+  metrics.update(g_metrics, g_loss=g_loss)
+  metrics = pmean(metrics)
+  if with_grads:
+    metrics.update(grads, g_grads=g_grads)
+
+  new_state = TrainState(
+      step=state.step + 1,
+      generator=NetworkState(g_params, g_batch_stats, g_opt_state),
+      discriminator=NetworkState(d_params, d_batch_stats, d_opt_state))
+  return new_state, metrics
+
+
+def make_parallel_train_step(pix2pix: Pix2Pix, *, with_grads: bool = False, devices=None):
+  """`train_step` pmapped over the local devices once: (state, sharded batch, rng) -> ..."""
+  return jax.pmap(
+      functools.partial(train_step, pix2pix=pix2pix, axis_name=parallel.AXIS_NAME,
+                        with_grads=with_grads),
+      axis_name=parallel.AXIS_NAME, in_axes=(0, 0, None), donate_argnums=(0,),
+      devices=devices)
+
+
+def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
+  """Host means of the metrics kept on device since the last log (one transfer)."""
+  history = jax.device_get(history)
+  return {k: float(np.mean([h[k][0] for h in history])) for k in history[0]}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains pix2pix as `config` says, writing logs and checkpoints into `workdir`.
+
+  Re-running with the same workdir continues from its latest checkpoint. Returns the final
+  state (host copy).
+  """
+  configuration.validate(config)
+  parallel.check_batch_size(config.batch_size)
+  writers.quiet_library_logs()
+  workdir = checkpoints.prepare_workdir(workdir, config)
+  sources = datasets.get_data_sources(config.data, seed=config.seed)
+
+  pix2pix = Pix2Pix.from_config(config)
+  rng = jax.random.key(config.seed)
+  init_rng, step_rng = jax.random.split(rng)
+  state = create_train_state(config, init_rng, pix2pix)
+  manager = checkpoints.create_manager(workdir, config)
+  state = checkpoints.restore_latest(manager, state)
+  start_step = int(state.step)
+  if start_step:
+    logging.info("Resuming from the checkpoint at step %d in %s.", start_step, workdir)
+
+  writer = writers.MetricWriter(workdir, enabled=jax.process_index() == 0)
+  summary_batch = next(iter(input_pipeline.eval_batches(
+      config, sources["test"], batch_size=config.num_image_summaries,
+      max_examples=config.num_image_summaries)))
+  generate = inference.make_generate_fn(models.create_generator(config.model))
+
+  p_train_step = make_parallel_train_step(pix2pix)
+  replicated_state = parallel.replicate(state)
+  batches = input_pipeline.train_batches(
+      config, sources["train"], start_step=start_step,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  history = []
+  progress = writers.progress_bar(config.num_train_steps, start_step)
+  last_log_time, last_log_step = time.perf_counter(), start_step
+  try:
+    for step in range(start_step + 1, config.num_train_steps + 1):
+      batch = parallel.shard(next(batches))
+      replicated_state, metrics = p_train_step(replicated_state, batch, step_rng)
+      history.append(metrics)
+      progress.update(1)
+      if step % config.log_every_steps == 0 or step == config.num_train_steps:
+        scalars = _mean_metrics(history)  # waits for the step: the one host sync.
+        history = []
+        scalars["steps_per_s"] = (step - last_log_step) / (time.perf_counter() - last_log_time)
+        scalars["learning_rate"] = float(learning_rate_schedule(config)(step - 1))
+        writer.write_scalars(step, scalars)
+        progress.set_postfix(d=f"{scalars.get('d_loss', 0):.3f}",
+                             l1=f"{scalars['g_l1']:.3f}", refresh=False)
+        outputs = generate(parallel.first_copy(replicated_state.generator).variables,
+                           summary_batch["input"], norm_mode=config.inference.norm_mode)
+        writer.write_images(step, {"input|output|target": writers.image_grid(
+            summary_batch["input"], outputs, summary_batch["target"])})
+        last_log_time, last_log_step = time.perf_counter(), step  # summaries not timed.
+      if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
+        checkpoints.save(manager, step, parallel.unreplicate(replicated_state), config)
+  finally:
+    batches.close()
+    progress.close()
+    manager.wait_until_finished()
+    manager.close()
+    writer.close()
+  return parallel.unreplicate(replicated_state)

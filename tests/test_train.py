@@ -1,0 +1,169 @@
+"""Train-step tests: device-count independence, one generator pass, losses, schedule, config."""
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from configs import default
+from pix2pix_jax import configuration
+from pix2pix_jax import models
+from pix2pix_jax import parallel
+from pix2pix_jax import train
+
+
+def _tiny_config(**overrides):
+  config = default.get_config("tiny")
+  config.batch_size = 4
+  for key, value in overrides.items():
+    parent = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      parent = parent[p]
+    parent[leaf] = value
+  return config
+
+
+def _batch(config, seed=0):
+  rng = np.random.default_rng(seed)
+  size, b = config.data.crop_size, config.batch_size
+  inputs = rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32)
+  # A learnable target: a fixed function of the input.
+  return {"input": inputs, "target": np.flip(inputs, -1).copy() * 0.5,
+          "index": np.arange(b, dtype=np.int32) + 100 * seed}
+
+
+def _run_steps(config, devices, num_steps, with_grads=False):
+  pix2pix = train.Pix2Pix.from_config(config)
+  state = train.create_train_state(config, jax.random.key(0), pix2pix)
+  step = train.make_parallel_train_step(pix2pix, with_grads=with_grads, devices=devices)
+  replicated = parallel.replicate(state, devices)
+  history = []
+  for i in range(num_steps):
+    batch = parallel.shard(_batch(config, seed=i), len(devices))
+    replicated, metrics = step(replicated, batch, jax.random.key(1))
+    history.append(jax.device_get(metrics))
+  return replicated, history
+
+
+def test_two_devices_match_one_device():
+  assert jax.local_device_count() == 2, "tests/conftest.py should fake 2 CPU devices"
+  # The paper's LR: G's gradients pass through D after its first (sign-like) Adam step,
+  # which scales D's float noise by the LR.
+  config = _tiny_config(**{"optim.lr": 2e-4})
+  one, one_history = _run_steps(config, jax.local_devices()[:1], 1, with_grads=True)
+  two, two_history = _run_steps(config, jax.local_devices(), 1, with_grads=True)
+  m1 = jax.tree.map(lambda x: x[0], one_history[0])
+  m2 = jax.tree.map(lambda x: x[0], two_history[0])
+  # Losses and gradients before Adam (whose first, sign-like step amplifies float noise).
+  for key in ("d_loss", "g_gan", "g_l1", "d_grads", "g_grads"):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), m1[key], m2[key])
+  # Batch statistics over the global batch, whatever the device count.
+  for net in ("generator", "discriminator"):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[0], b[0], atol=1e-5),
+                 getattr(one, net).batch_stats, getattr(two, net).batch_stats)
+  # Device copies stay identical.
+  jax.tree.map(lambda x: np.testing.assert_array_equal(x[0], x[1]), jax.device_get(two))
+  jax.tree.map(lambda x: np.testing.assert_array_equal(x[0], x[1]), two_history[0])
+
+
+def test_training_reduces_l1_and_moves_both_networks():
+  config = _tiny_config()
+  before = train.create_train_state(config, jax.random.key(0))
+  state, history = _run_steps(config, jax.local_devices(), 12)
+  state = parallel.unreplicate(state)
+  assert int(state.step) == 12
+  l1 = [h["g_l1"][0] for h in history]
+  assert np.mean(l1[-3:]) < np.mean(l1[:3])
+  for net in ("generator", "discriminator"):
+    moved = jax.tree.map(lambda a, b: np.abs(np.asarray(a) - np.asarray(b)).max(),
+                         getattr(state, net).params, getattr(before, net).params)
+    assert min(jax.tree.leaves(moved)) > 0
+  assert all(np.isfinite(h["d_loss"][0]) for h in history)
+
+
+def test_gan_none_trains_generator_only():
+  config = _tiny_config(**{"loss.gan": "none"})
+  before = train.create_train_state(config, jax.random.key(0))
+  state, history = _run_steps(config, jax.local_devices(), 1)
+  state = parallel.unreplicate(state)
+  jax.tree.map(np.testing.assert_array_equal, state.discriminator.params,
+               before.discriminator.params)
+  assert "d_loss" not in history[0] and "g_gan" not in history[0]
+  np.testing.assert_allclose(history[0]["g_loss"][0], 100 * history[0]["g_l1"][0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("overrides", [{"loss.gan": "lsgan"},
+                                       {"loss.conditional": False, "model.norm": "instance"}])
+def test_loss_variants_run(overrides):
+  config = _tiny_config(**overrides)
+  _, history = _run_steps(config, jax.local_devices(), 1)
+  assert np.isfinite(history[0]["g_loss"][0]) and np.isfinite(history[0]["d_loss"][0])
+
+
+def test_unconditional_discriminator_sees_output_only():
+  config = _tiny_config(**{"loss.conditional": False})
+  state = train.create_train_state(config, jax.random.key(0))
+  assert state.discriminator.params["conv_0"]["kernel"].shape[2] == 3
+  state = train.create_train_state(_tiny_config(), jax.random.key(0))
+  assert state.discriminator.params["conv_0"]["kernel"].shape[2] == 6
+
+
+def test_generator_runs_once_per_step():
+  config = _tiny_config()
+  pix2pix = train.Pix2Pix.from_config(config, axis_name=None)
+  state = train.create_train_state(config, jax.random.key(0), pix2pix)
+  calls = {"generator": 0, "discriminator": 0}
+
+  def count(next_fun, args, kwargs, context):
+    if context.method_name == "__call__":
+      if isinstance(context.module, models.UNetGenerator):
+        calls["generator"] += 1
+      elif isinstance(context.module, models.PatchDiscriminator):
+        calls["discriminator"] += 1
+    return next_fun(*args, **kwargs)
+  with nn.intercept_methods(count):
+    jax.make_jaxpr(lambda s, b: train.train_step(s, b, jax.random.key(1), pix2pix=pix2pix,
+                                                 axis_name=None))(state, _batch(config))
+  # G once; D on fake and on real (separate passes), then on fake again for G's loss.
+  assert calls == {"generator": 1, "discriminator": 3}
+
+
+def test_learning_rate_schedule_is_the_reference_linear_rule():
+  config = _tiny_config(num_train_steps=200, decay_steps=100)
+  schedule = train.learning_rate_schedule(config)
+  lr = config.optim.lr
+  np.testing.assert_allclose([schedule(0), schedule(98), schedule(99)], [lr, lr, lr], rtol=1e-6)
+  np.testing.assert_allclose(schedule(100), lr * (1 - 1 / 101), rtol=1e-6)
+  np.testing.assert_allclose(schedule(199), lr / 101, rtol=1e-6)
+  # A decay longer than the run decays over the whole run.
+  schedule = train.learning_rate_schedule(_tiny_config(num_train_steps=20, decay_steps=100))
+  np.testing.assert_allclose([schedule(0), schedule(19)], [lr * 20 / 21, lr / 21], rtol=1e-6)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"model.norm": "group"}, "model.norm='group'"),
+    ({"data.crop_size": 48}, "data.crop_size=48 must be a positive multiple of 2**model.num_downs=32"),
+    ({"loss.gan": "hinge"}, "loss.gan='hinge'"),
+    ({"data.direction": "AB"}, "data.direction='AB'"),
+    ({"inference.norm_mode": "eval"}, "inference.norm_mode='eval'"),
+    ({"model.d_layers": 5}, "model.d_layers=5 is too deep"),
+    ({"decay_steps": -1}, "decay_steps=-1 must be >= 0"),
+    ({"data.load_size": 16}, "data.load_size=16 must be >= data.crop_size=32"),
+])
+def test_invalid_config_values_name_the_key(overrides, message):
+  with pytest.raises(configuration.ConfigError, match=message.replace("*", r"\*")):
+    configuration.validate(_tiny_config(**overrides))
+
+
+def test_default_configs_are_valid():
+  configuration.validate(default.get_config())
+  configuration.validate(default.get_config("tiny"))
+  with pytest.raises(ValueError, match="Unknown config variant 'huge'"):
+    default.get_config("huge")
+
+
+def test_batch_not_divisible_by_devices_is_a_clear_error():
+  with pytest.raises(ValueError, match="batch_size=3 must be a positive multiple"):
+    parallel.check_batch_size(3, device_count=2, process_count=1)
+  assert parallel.check_batch_size(4, device_count=2, process_count=1) == 2
