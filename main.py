@@ -4,6 +4,8 @@ Flags set the run; the config (ml_collections, `--config.KEY=VALUE` to override)
 data and schedule. All work is done by library functions that the tests call directly.
 """
 
+import sys
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -32,7 +34,13 @@ def main(argv):
   logging.info("JAX devices: %s (process %d of %d).", jax.devices(), jax.process_index(),
                jax.process_count())
   if FLAGS.mode == "train":
-    train.train_and_evaluate(config, FLAGS.workdir)
+    try:
+      train.train_and_evaluate(config, FLAGS.workdir)
+    except configuration.ConfigError as e:
+      raise app.UsageError(str(e)) from None
+    except train.NonFiniteError as e:
+      logging.error("%s", e)
+      sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,19 @@
 """Workdir layout and Orbax checkpoints.
 
 A workdir is self-describing:
-  W/config.json        the run's full config (written at start)
-  W/checkpoints/<step>  Orbax checkpoints of the unreplicated host state, plus the config
-  W/metrics.jsonl      one JSON object per log step
-  W/tensorboard/       TensorBoard events
+  W/config.json          the run's full config (written at start)
+  W/checkpoints/<step>/  Orbax checkpoints, each with the items
+      state    the unreplicated host TrainState: both networks' params, batch statistics
+               and optax states, and the step
+      rng      the run's key (raw uint32 key data)
+      config   the full config as JSON
+    or, for a workdir that holds only weights (e.g. imported from PyTorch):
+      generator_weights, discriminator_weights (optional)   {'params', 'batch_stats'}
+  W/metrics.jsonl        one JSON object per log step
+  W/tensorboard/         TensorBoard events
+
+A checkpoint is written to a temporary folder and renamed into place when complete, so a
+run killed mid-write leaves only a temporary folder, which is ignored (and cleaned up).
 """
 
 import json
@@ -15,51 +24,145 @@ from absl import logging
 from etils import epath
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
+from pix2pix_jax import configuration
 
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
-  """Creates `workdir` and writes its config.json; returns the absolute path."""
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  return workdir
+ITEMS = ("state", "rng", "config", "generator_weights", "discriminator_weights")
+# Keys that change the networks' variables: a checkpoint only fits a config that agrees.
+ARCHITECTURE_KEYS = ("model.num_downs", "model.ngf", "model.ndf", "model.norm",
+                     "model.d_layers", "model.input_channels", "model.output_channels",
+                     "model.skip_connections", "loss.conditional")
+# Keys whose change re-shapes the learning-rate schedule of a resumed run.
+SCHEDULE_KEYS = ("num_train_steps", "decay_steps", "optim.lr")
+
+
+def _get(tree: Any, dotted_key: str) -> Any:
+  for part in dotted_key.split("."):
+    if not isinstance(tree, (dict, ml_collections.ConfigDict)) or part not in tree:
+      return None
+    tree = tree[part]
+  return tree
+
+
+def config_path(workdir: str) -> str:
+  return os.path.join(workdir, "config.json")
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a workdir was trained with (its config.json)."""
-  path = os.path.join(workdir, "config.json")
+  path = config_path(workdir)
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} does not exist: {workdir} is not a pix2pix_jax workdir.")
   with open(path) as f:
     return ml_collections.ConfigDict(json.load(f))
 
 
-def create_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
+def architecture_differences(saved: Any, config: Any) -> list[str]:
+  """`key: saved -> new` for each architecture key on which the two configs differ."""
+  return [f"{key}: {_get(saved, key)!r} -> {_get(config, key)!r}"
+          for key in ARCHITECTURE_KEYS if _get(saved, key) != _get(config, key)]
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
+  """Creates `workdir`, checks a previous run's config against `config`, writes config.json.
+
+  Resuming with other networks is an error that lists the differing keys; a changed
+  schedule (e.g. a longer run) is allowed and logged. Returns the absolute path.
+  """
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  if os.path.exists(config_path(workdir)):
+    saved = json.loads(epath.Path(config_path(workdir)).read_text())
+    differences = architecture_differences(saved, config)
+    if differences:
+      raise configuration.ConfigError(
+          f"{workdir} holds a run with other networks than this config ("
+          + "; ".join(differences) + "): use a new --workdir, or the workdir's own values.")
+    for key in SCHEDULE_KEYS:
+      if _get(saved, key) != _get(config, key):
+        logging.warning("%s changed from %r to %r since the last run in %s: the learning-rate "
+                        "schedule is recomputed from the new values.", key, _get(saved, key),
+                        _get(config, key), workdir)
+  os.makedirs(workdir, exist_ok=True)
+  epath.Path(config_path(workdir)).write_text(
+      config.to_json_best_effort(indent=2, sort_keys=True))
+  return workdir
+
+
+def create_manager(workdir: str, config: ml_collections.ConfigDict, *,
+                   read_only: bool = False) -> ocp.CheckpointManager:
   """An Orbax manager over W/checkpoints keeping the last `checkpoint_keep` steps."""
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=config.get("checkpoint_keep", 3), create=True)
+      max_to_keep=config.get("checkpoint_keep", 3), create=not read_only,
+      read_only=read_only, cleanup_tmp_directories=not read_only)
   return ocp.CheckpointManager(epath.Path(workdir) / "checkpoints", options=options,
-                               item_names=("state", "config"))
+                               item_names=ITEMS)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any,
-         config: Optional[ml_collections.ConfigDict] = None) -> None:
-  """Saves the host copy of `state` (and the config as JSON) at `step`, asynchronously."""
-  items = {"state": ocp.args.StandardSave(state)}
-  if config is not None:
-    items["config"] = ocp.args.JsonSave(json.loads(config.to_json_best_effort()))
-  manager.save(step, args=ocp.args.Composite(**items))
+         config: ml_collections.ConfigDict, rng: jax.Array) -> None:
+  """Saves the host copy of `state`, the run's key and config at `step`, asynchronously."""
+  manager.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state),
+      rng=ocp.args.StandardSave({"key_data": np.asarray(jax.random.key_data(rng))}),
+      config=ocp.args.JsonSave(json.loads(config.to_json_best_effort()))))
 
 
-def restore_latest(manager: ocp.CheckpointManager, template: Any) -> Any:
-  """The latest checkpoint's state, shaped like `template`; `template` itself if none."""
+def save_weights(workdir: str, config: ml_collections.ConfigDict, generator_variables: Any,
+                 discriminator_variables: Any = None) -> str:
+  """Writes a weights-only workdir (config + step-0 weights) that training fine-tunes.
+
+  Training from it starts at step 0 with fresh optimizer states; eval and predict use the
+  weights as they are.
+  """
+  workdir = prepare_workdir(workdir, config)
+  items = {"generator_weights": ocp.args.StandardSave(jax.device_get(generator_variables)),
+           "config": ocp.args.JsonSave(json.loads(config.to_json_best_effort()))}
+  if discriminator_variables is not None:
+    items["discriminator_weights"] = ocp.args.StandardSave(
+        jax.device_get(discriminator_variables))
+  manager = create_manager(workdir, config)
+  manager.save(0, args=ocp.args.Composite(**items))
+  manager.wait_until_finished()
+  manager.close()
+  return workdir
+
+
+def _has_item(manager: ocp.CheckpointManager, step: int, item: str) -> bool:
+  return (epath.Path(manager.directory) / str(step) / item).exists()
+
+
+def _abstract(tree: Any) -> Any:
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def restore_latest(manager: ocp.CheckpointManager, template: Any, rng: jax.Array,
+                   ) -> tuple[Any, jax.Array, Optional[dict[str, Any]]]:
+  """(state, rng, weights) from the latest checkpoint; (template, rng, None) if none.
+
+  A full checkpoint restores `state` and the run's key. A weights-only checkpoint returns
+  `template` and the weights (a dict with 'generator' and maybe 'discriminator'
+  variables), for the caller to start from at step 0.
+  """
   step = manager.latest_step()
   if step is None:
-    return template
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-  restored = manager.restore(
-      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+    return template, rng, None
+  if not _has_item(manager, step, "state"):
+    items = {"generator_weights": ocp.args.StandardRestore(
+        _abstract(template.generator.variables))}
+    if _has_item(manager, step, "discriminator_weights"):
+      items["discriminator_weights"] = ocp.args.StandardRestore(
+          _abstract(template.discriminator.variables))
+    restored = manager.restore(step, args=ocp.args.Composite(**items))
+    weights = {name.removesuffix("_weights"): restored[name] for name in items}
+    logging.info("Starting from the weights in %s (step 0, fresh optimizer states).",
+                 manager.directory / str(step))
+    return template, rng, weights
+  key_data = np.asarray(jax.random.key_data(rng))
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(_abstract(template)),
+      rng=ocp.args.StandardRestore({"key_data": _abstract(key_data)})))
   logging.info("Restored the checkpoint at step %d from %s.", step, manager.directory)
-  return restored["state"]
+  rng = jax.random.wrap_key_data(restored["rng"]["key_data"], impl=jax.random.key_impl(rng))
+  return restored["state"], rng, None

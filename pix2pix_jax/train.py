@@ -9,6 +9,8 @@ backward pass through `jax.vjp`, so it runs once per step.
 
 import dataclasses
 import functools
+import signal
+import threading
 import time
 from typing import Any, Iterator, Optional
 
@@ -45,10 +47,16 @@ class NetworkState:
 
 @flax.struct.dataclass
 class TrainState:
-  """Everything a step changes. Pure data: the modules and optimizers live in `Pix2Pix`."""
+  """Everything a step changes. Pure data: the modules and optimizers live in `Pix2Pix`.
+
+  `nonfinite_step` is the first step whose losses or gradients were not finite (-1: none),
+  kept on the device so that no step waits for the host; the loop checks it when it logs
+  or saves.
+  """
   step: jax.Array
   generator: NetworkState
   discriminator: NetworkState
+  nonfinite_step: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +127,28 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array,
                         opt_state=tx.init(variables["params"]))
   return TrainState(step=jnp.zeros((), jnp.int32),
                     generator=network(g_vars, pix2pix.generator_tx),
-                    discriminator=network(d_vars, pix2pix.discriminator_tx))
+                    discriminator=network(d_vars, pix2pix.discriminator_tx),
+                    nonfinite_step=jnp.full((), -1, jnp.int32))
+
+
+def state_from_weights(state: TrainState, weights: dict[str, Any],
+                       pix2pix: Pix2Pix) -> TrainState:
+  """`state` at step 0 with the given networks' weights and fresh optimizer states.
+
+  `weights` maps 'generator' (and optionally 'discriminator') to {'params', 'batch_stats'};
+  a network not given keeps its fresh initialisation.
+  """
+  def network(current: NetworkState, variables, tx):
+    if variables is None:
+      return current
+    return NetworkState(params=variables["params"],
+                        batch_stats=variables.get("batch_stats", {}),
+                        opt_state=tx.init(variables["params"]))
+  return state.replace(
+      step=jnp.zeros((), jnp.int32), nonfinite_step=jnp.full((), -1, jnp.int32),
+      generator=network(state.generator, weights.get("generator"), pix2pix.generator_tx),
+      discriminator=network(state.discriminator, weights.get("discriminator"),
+                            pix2pix.discriminator_tx))
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
@@ -186,13 +215,17 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   g_params = optax.apply_updates(g.params, updates)
   metrics.update(g_metrics, g_loss=g_loss)
   metrics = pmean(metrics)
+  grads["g_grads"] = g_grads
+  finite = jnp.all(jnp.array([jnp.isfinite(x).all() for x in jax.tree.leaves((metrics, grads))]))
   if with_grads:
-    metrics.update(grads, g_grads=g_grads)
+    metrics.update(grads)
 
   new_state = TrainState(
       step=state.step + 1,
       generator=NetworkState(g_params, g_batch_stats, g_opt_state),
-      discriminator=NetworkState(d_params, d_batch_stats, d_opt_state))
+      discriminator=NetworkState(d_params, d_batch_stats, d_opt_state),
+      nonfinite_step=jnp.where((state.nonfinite_step < 0) & ~finite, state.step + 1,
+                               state.nonfinite_step))
   return new_state, metrics
 
 
@@ -211,10 +244,72 @@ def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
   return {k: float(np.mean([h[k][0] for h in history])) for k in history[0]}
 
 
+class NonFiniteError(FloatingPointError):
+  """A step produced a non-finite loss or gradient."""
+
+
+def check_finite(state: TrainState, manager) -> None:
+  """Raises NonFiniteError naming the first non-finite step (one scalar from device 0)."""
+  nonfinite_step = int(parallel.first_copy(state.nonfinite_step))
+  if nonfinite_step >= 0:
+    raise NonFiniteError(
+        f"Step {nonfinite_step} produced a non-finite loss or gradient; nothing after it was "
+        f"saved. The last good checkpoint is step {manager.latest_step()} in "
+        f"{manager.directory}. Try a lower optim.lr or check the data.")
+
+
+class StopRequest:
+  """Turns SIGTERM / SIGINT into a request to stop after the current step.
+
+  The loop then saves a checkpoint and returns normally; a second signal is handled as
+  usual (SIGINT raises KeyboardInterrupt). Installed only in the main thread.
+  """
+
+  def __init__(self):
+    self.signal_name = None
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signal_name = signal.Signals(signum).name
+    for sig, handler in self._previous.items():  # a second signal acts as usual.
+      signal.signal(sig, handler)
+
+  def __exit__(self, *exc_info):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+  def __bool__(self):
+    return self.signal_name is not None
+
+
+def initial_state(config: ml_collections.ConfigDict, pix2pix: Pix2Pix, manager
+                  ) -> tuple[TrainState, jax.Array]:
+  """(state, step rng) to start from: the latest checkpoint's, or fresh ones from the seed.
+
+  A weights-only checkpoint (e.g. imported weights) gives those weights at step 0 with fresh
+  optimizer states.
+  """
+  init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
+  state = create_train_state(config, init_rng, pix2pix)
+  state, step_rng, weights = checkpoints.restore_latest(manager, state, step_rng)
+  if weights is not None:
+    state = state_from_weights(state, weights, pix2pix)
+  return state, step_rng
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains pix2pix as `config` says, writing logs and checkpoints into `workdir`.
 
-  Re-running with the same workdir continues from its latest checkpoint. Returns the final
+  Re-running with the same workdir continues from its latest checkpoint, exactly: the
+  batches, dropout masks and optimizer states are those an uninterrupted run would have
+  used. SIGTERM / SIGINT stop after the current step with a checkpoint. Returns the final
   state (host copy).
   """
   configuration.validate(config)
@@ -224,11 +319,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   sources = datasets.get_data_sources(config.data, seed=config.seed)
 
   pix2pix = Pix2Pix.from_config(config)
-  rng = jax.random.key(config.seed)
-  init_rng, step_rng = jax.random.split(rng)
-  state = create_train_state(config, init_rng, pix2pix)
   manager = checkpoints.create_manager(workdir, config)
-  state = checkpoints.restore_latest(manager, state)
+  state, step_rng = initial_state(config, pix2pix, manager)
   start_step = int(state.step)
   if start_step:
     logging.info("Resuming from the checkpoint at step %d in %s.", start_step, workdir)
@@ -248,26 +340,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   progress = writers.progress_bar(config.num_train_steps, start_step)
   last_log_time, last_log_step = time.perf_counter(), start_step
   try:
-    for step in range(start_step + 1, config.num_train_steps + 1):
-      batch = parallel.shard(next(batches))
-      replicated_state, metrics = p_train_step(replicated_state, batch, step_rng)
-      history.append(metrics)
-      progress.update(1)
-      if step % config.log_every_steps == 0 or step == config.num_train_steps:
-        scalars = _mean_metrics(history)  # waits for the step: the one host sync.
-        history = []
-        scalars["steps_per_s"] = (step - last_log_step) / (time.perf_counter() - last_log_time)
-        scalars["learning_rate"] = float(learning_rate_schedule(config)(step - 1))
-        writer.write_scalars(step, scalars)
-        progress.set_postfix(d=f"{scalars.get('d_loss', 0):.3f}",
-                             l1=f"{scalars['g_l1']:.3f}", refresh=False)
-        outputs = generate(parallel.first_copy(replicated_state.generator).variables,
-                           summary_batch["input"], norm_mode=config.inference.norm_mode)
-        writer.write_images(step, {"input|output|target": writers.image_grid(
-            summary_batch["input"], outputs, summary_batch["target"])})
-        last_log_time, last_log_step = time.perf_counter(), step  # summaries not timed.
-      if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
-        checkpoints.save(manager, step, parallel.unreplicate(replicated_state), config)
+    with StopRequest() as stop:
+      for step in range(start_step + 1, config.num_train_steps + 1):
+        batch = parallel.shard(next(batches))
+        replicated_state, metrics = p_train_step(replicated_state, batch, step_rng)
+        history.append(metrics)
+        progress.update(1)
+        last_step = step == config.num_train_steps or stop
+        if step % config.log_every_steps == 0 or last_step:
+          scalars = _mean_metrics(history)  # waits for the step: the one host sync.
+          history = []
+          check_finite(replicated_state, manager)
+          scalars["steps_per_s"] = (step - last_log_step) / (
+              time.perf_counter() - last_log_time)
+          scalars["learning_rate"] = float(learning_rate_schedule(config)(step - 1))
+          writer.write_scalars(step, scalars)
+          progress.set_postfix(d=f"{scalars.get('d_loss', 0):.3f}",
+                               l1=f"{scalars['g_l1']:.3f}", refresh=False)
+          outputs = generate(parallel.first_copy(replicated_state.generator).variables,
+                             summary_batch["input"], norm_mode=config.inference.norm_mode)
+          writer.write_images(step, {"input|output|target": writers.image_grid(
+              summary_batch["input"], outputs, summary_batch["target"])})
+          last_log_time, last_log_step = time.perf_counter(), step  # summaries not timed.
+        if step % config.checkpoint_every_steps == 0 or last_step:
+          check_finite(replicated_state, manager)  # never save a non-finite state.
+          checkpoints.save(manager, step, parallel.unreplicate(replicated_state), config,
+                           step_rng)
+        if stop:
+          logging.warning("%s received: stopped after step %d and saved its checkpoint in %s. "
+                          "Run the same command to resume.", stop.signal_name, step, workdir)
+          break
   finally:
     batches.close()
     progress.close()
