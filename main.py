@@ -13,6 +13,7 @@ import jax
 from ml_collections import config_flags
 
 from pix2pix_jax import configuration
+from pix2pix_jax import parallel
 from pix2pix_jax import train
 
 FLAGS = flags.FLAGS
@@ -29,6 +30,7 @@ def main(argv):
   config = FLAGS.config
   try:
     configuration.validate(config)
+    parallel.check_batch_size(config.batch_size)
   except configuration.ConfigError as e:
     raise app.UsageError(str(e)) from None
   logging.info("JAX devices: %s (process %d of %d).", jax.devices(), jax.process_index(),

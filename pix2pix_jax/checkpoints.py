@@ -166,3 +166,39 @@ def restore_latest(manager: ocp.CheckpointManager, template: Any, rng: jax.Array
   logging.info("Restored the checkpoint at step %d from %s.", step, manager.directory)
   rng = jax.random.wrap_key_data(restored["rng"]["key_data"], impl=jax.random.key_impl(rng))
   return restored["state"], rng, None
+
+
+def load_variables(workdir: str, step: Optional[int] = None
+                   ) -> tuple[ml_collections.ConfigDict, dict[str, Any], Optional[dict[str, Any]]]:
+  """(config, generator variables, discriminator variables or None) of a workdir, read-only.
+
+  `step=None` takes the latest checkpoint. Works on full and weights-only checkpoints and
+  writes nothing into the workdir (what eval, predict and export build on).
+  """
+  from pix2pix_jax import train  # pylint: disable=g-import-not-at-top  (train imports us)
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  config = load_config(workdir)
+  manager = create_manager(workdir, config, read_only=True)
+  try:
+    steps = manager.all_steps()
+    if not steps:
+      raise FileNotFoundError(f"{workdir}/checkpoints has no checkpoint: train first, or "
+                              "import weights.")
+    step = max(steps) if step is None else step
+    if step not in steps:
+      raise FileNotFoundError(f"{workdir}/checkpoints has no checkpoint at step {step}; "
+                              f"it has steps {sorted(steps)}.")
+    template = jax.eval_shape(lambda: train.create_train_state(
+        config, jax.random.key(0), train.Pix2Pix.from_config(config, axis_name=None)))
+    if _has_item(manager, step, "state"):
+      state = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(template)))["state"]
+      return config, state.generator.variables, state.discriminator.variables
+    items = {"generator_weights": ocp.args.StandardRestore(template.generator.variables)}
+    if _has_item(manager, step, "discriminator_weights"):
+      items["discriminator_weights"] = ocp.args.StandardRestore(
+          template.discriminator.variables)
+    restored = manager.restore(step, args=ocp.args.Composite(**items))
+    return config, restored["generator_weights"], restored.get("discriminator_weights")
+  finally:
+    manager.close()

@@ -40,46 +40,42 @@ class Conv(nn.Module):
   use_bias: bool = True
   dtype: Any = jnp.float32
 
+  def _kernel(self, in_features: int) -> jax.Array:
+    k = self.kernel_size
+    kernel = self.param("kernel", conv_init, (k, k, in_features, self.features), jnp.float32)
+    return kernel.astype(self.dtype)
+
+  def _add_bias(self, y: jax.Array) -> jax.Array:
+    if not self.use_bias:
+      return y
+    return y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+
   @nn.compact
   def __call__(self, x):
-    k = self.kernel_size
-    kernel = self.param("kernel", conv_init, (k, k, x.shape[-1], self.features), jnp.float32)
     pad = self.padding
     y = lax.conv_general_dilated(
-        x.astype(self.dtype), kernel.astype(self.dtype),
+        x.astype(self.dtype), self._kernel(x.shape[-1]),
         window_strides=(self.strides, self.strides), padding=((pad, pad), (pad, pad)),
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-    return y
+    return self._add_bias(y)
 
 
-class ConvTranspose(nn.Module):
+class ConvTranspose(Conv):
   """PyTorch's ConvTranspose2d(k=4, stride=2, padding=1): doubles height and width.
 
   Written as a convolution of the 2x-dilated input, padded by k - 1 - padding. The kernel is
   stored (kh, kw, in, out) and applied unflipped, so a PyTorch weight (in, out, kh, kw) maps to
   `w.transpose(2, 3, 0, 1)[::-1, ::-1]`.
   """
-  features: int
-  kernel_size: int = 4
-  strides: int = 2
-  padding: int = 1
-  use_bias: bool = True
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    k = self.kernel_size
-    kernel = self.param("kernel", conv_init, (k, k, x.shape[-1], self.features), jnp.float32)
-    pad = k - 1 - self.padding
+    pad = self.kernel_size - 1 - self.padding
     y = lax.conv_general_dilated(
-        x.astype(self.dtype), kernel.astype(self.dtype), window_strides=(1, 1),
+        x.astype(self.dtype), self._kernel(x.shape[-1]), window_strides=(1, 1),
         padding=((pad, pad), (pad, pad)), lhs_dilation=(self.strides, self.strides),
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-    return y
+    return self._add_bias(y)
 
 
 class BatchNorm(nn.Module):

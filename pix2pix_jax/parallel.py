@@ -10,6 +10,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from pix2pix_jax import configuration
+
 AXIS_NAME = "batch"
 
 
@@ -19,7 +21,7 @@ def check_batch_size(global_batch_size: int, *, device_count: int | None = None,
   device_count = device_count or jax.device_count()
   process_count = process_count or jax.process_count()
   if global_batch_size < 1 or global_batch_size % device_count:
-    raise ValueError(
+    raise configuration.ConfigError(
         f"batch_size={global_batch_size} must be a positive multiple of the device count "
         f"({device_count} device(s) over {process_count} process(es)); set --config.batch_size "
         f"to a multiple of {device_count}.")

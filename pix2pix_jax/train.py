@@ -244,6 +244,9 @@ def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
   return {k: float(np.mean([h[k][0] for h in history])) for k in history[0]}
 
 
+MAX_STEPS_IN_FLIGHT = 2  # steps dispatched ahead of the one the host waits for.
+
+
 class NonFiniteError(FloatingPointError):
   """A step produced a non-finite loss or gradient."""
 
@@ -345,6 +348,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         batch = parallel.shard(next(batches))
         replicated_state, metrics = p_train_step(replicated_state, batch, step_rng)
         history.append(metrics)
+        if len(history) > MAX_STEPS_IN_FLIGHT:
+          # Bound how far the host runs ahead of the devices, so that the progress bar is
+          # true and a stop request is served within a step or two.
+          jax.block_until_ready(history[-1 - MAX_STEPS_IN_FLIGHT])
         progress.update(1)
         last_step = step == config.num_train_steps or stop
         if step % config.log_every_steps == 0 or last_step:
@@ -357,10 +364,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           writer.write_scalars(step, scalars)
           progress.set_postfix(d=f"{scalars.get('d_loss', 0):.3f}",
                                l1=f"{scalars['g_l1']:.3f}", refresh=False)
-          outputs = generate(parallel.first_copy(replicated_state.generator).variables,
-                             summary_batch["input"], norm_mode=config.inference.norm_mode)
-          writer.write_images(step, {"input|output|target": writers.image_grid(
-              summary_batch["input"], outputs, summary_batch["target"])})
+          if not stop:  # a stop request is served without first compiling summaries.
+            outputs = generate(parallel.first_copy(replicated_state.generator).variables,
+                               summary_batch["input"], norm_mode=config.inference.norm_mode)
+            writer.write_images(step, {"input|output|target": writers.image_grid(
+                summary_batch["input"], outputs, summary_batch["target"])})
           last_log_time, last_log_step = time.perf_counter(), step  # summaries not timed.
         if step % config.checkpoint_every_steps == 0 or last_step:
           check_finite(replicated_state, manager)  # never save a non-finite state.

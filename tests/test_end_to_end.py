@@ -70,3 +70,15 @@ def test_cli_bad_config_value_is_one_clear_line(tmp_path):
   assert "model.norm='group' is not one of ('batch', 'instance', 'none')" in result.stderr
   assert "Traceback" not in result.stderr
   assert not os.path.exists(tmp_path / "bad")  # nothing written for a run that cannot start.
+
+
+def test_cli_batch_not_divisible_by_devices(tmp_path):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  result = subprocess.run(
+      [sys.executable, "main.py", f"--workdir={tmp_path / 'odd'}",
+       "--config=configs/default.py:tiny", "--config.batch_size=3"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode != 0
+  assert "batch_size=3 must be a positive multiple of the device count (2 device(s)" in (
+      result.stderr)
+  assert "Traceback" not in result.stderr

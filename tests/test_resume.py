@@ -32,12 +32,7 @@ def _config(cache_dir, **overrides):
   config.log_every_steps = 4
   config.checkpoint_every_steps = 4
   config.num_train_steps = 8
-  for key, value in overrides.items():
-    *parents, leaf = key.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 
@@ -186,3 +181,33 @@ def test_resume_on_another_device_count(tmp_path, cache_dir):
   assert result.returncode == 0, result.stderr[-3000:]
   assert "Resuming from the checkpoint at step 4" in result.stderr
   assert sorted(os.listdir(workdir / "checkpoints")) == ["4", "6"]
+
+
+def _tree_snapshot(root):
+  return {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
+          for d, _, files in os.walk(root) for f in files} | {
+              d: None for d, _, _ in os.walk(root)}
+
+
+def test_load_variables_reads_without_writing(tmp_path, cache_dir):
+  config = _config(cache_dir, num_train_steps=2, checkpoint_every_steps=1)
+  workdir = str(tmp_path / "read_only")
+  state = train.train_and_evaluate(config, workdir)
+  before = _tree_snapshot(workdir)
+  loaded_config, generator, discriminator = checkpoints.load_variables(workdir)
+  assert _tree_snapshot(workdir) == before
+  assert loaded_config.model.ngf == config.model.ngf
+  _assert_states_equal(generator, state.generator.variables)
+  _assert_states_equal(discriminator, state.discriminator.variables)
+  _, step_1, _ = checkpoints.load_variables(workdir, step=1)
+  assert not np.array_equal(step_1["params"]["unet"]["up_conv"]["bias"],
+                            generator["params"]["unet"]["up_conv"]["bias"])
+  with pytest.raises(FileNotFoundError, match="no checkpoint at step 7; it has steps"):
+    checkpoints.load_variables(workdir, step=7)
+  with pytest.raises(FileNotFoundError, match="is not a pix2pix_jax workdir"):
+    checkpoints.load_variables(str(tmp_path / "nothing"))
+  # A weights-only workdir loads the same way.
+  weights_dir = checkpoints.save_weights(str(tmp_path / "weights"), config, generator)
+  _, loaded, no_discriminator = checkpoints.load_variables(weights_dir)
+  _assert_states_equal(loaded, generator)
+  assert no_discriminator is None

@@ -15,12 +15,7 @@ from pix2pix_jax import train
 def _tiny_config(**overrides):
   config = default.get_config("tiny")
   config.batch_size = 4
-  for key, value in overrides.items():
-    parent = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      parent = parent[p]
-    parent[leaf] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 
@@ -164,6 +159,6 @@ def test_default_configs_are_valid():
 
 
 def test_batch_not_divisible_by_devices_is_a_clear_error():
-  with pytest.raises(ValueError, match="batch_size=3 must be a positive multiple"):
+  with pytest.raises(configuration.ConfigError, match="batch_size=3 must be a positive multiple"):
     parallel.check_batch_size(3, device_count=2, process_count=1)
   assert parallel.check_batch_size(4, device_count=2, process_count=1) == 2
