@@ -137,6 +137,18 @@ def _abstract(tree: Any) -> Any:
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+def _restore_weights(manager: ocp.CheckpointManager, step: int, template: Any
+                     ) -> dict[str, Any]:
+  """{'generator': variables, 'discriminator': variables (if saved)} of a weights-only step."""
+  items = {"generator_weights": ocp.args.StandardRestore(
+      _abstract(template.generator.variables))}
+  if _has_item(manager, step, "discriminator_weights"):
+    items["discriminator_weights"] = ocp.args.StandardRestore(
+        _abstract(template.discriminator.variables))
+  restored = manager.restore(step, args=ocp.args.Composite(**items))
+  return {name.removesuffix("_weights"): restored[name] for name in items}
+
+
 def restore_latest(manager: ocp.CheckpointManager, template: Any, rng: jax.Array,
                    ) -> tuple[Any, jax.Array, Optional[dict[str, Any]]]:
   """(state, rng, weights) from the latest checkpoint; (template, rng, None) if none.
@@ -149,13 +161,7 @@ def restore_latest(manager: ocp.CheckpointManager, template: Any, rng: jax.Array
   if step is None:
     return template, rng, None
   if not _has_item(manager, step, "state"):
-    items = {"generator_weights": ocp.args.StandardRestore(
-        _abstract(template.generator.variables))}
-    if _has_item(manager, step, "discriminator_weights"):
-      items["discriminator_weights"] = ocp.args.StandardRestore(
-          _abstract(template.discriminator.variables))
-    restored = manager.restore(step, args=ocp.args.Composite(**items))
-    weights = {name.removesuffix("_weights"): restored[name] for name in items}
+    weights = _restore_weights(manager, step, template)
     logging.info("Starting from the weights in %s (step 0, fresh optimizer states).",
                  manager.directory / str(step))
     return template, rng, weights
@@ -194,11 +200,7 @@ def load_variables(workdir: str, step: Optional[int] = None
       state = manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(template)))["state"]
       return config, state.generator.variables, state.discriminator.variables
-    items = {"generator_weights": ocp.args.StandardRestore(template.generator.variables)}
-    if _has_item(manager, step, "discriminator_weights"):
-      items["discriminator_weights"] = ocp.args.StandardRestore(
-          template.discriminator.variables)
-    restored = manager.restore(step, args=ocp.args.Composite(**items))
-    return config, restored["generator_weights"], restored.get("discriminator_weights")
+    weights = _restore_weights(manager, step, template)
+    return config, weights["generator"], weights.get("discriminator")
   finally:
     manager.close()
