@@ -38,14 +38,6 @@ ARCHITECTURE_KEYS = ("model.num_downs", "model.ngf", "model.ndf", "model.norm",
 SCHEDULE_KEYS = ("num_train_steps", "decay_steps", "optim.lr")
 
 
-def _get(tree: Any, dotted_key: str) -> Any:
-  for part in dotted_key.split("."):
-    if not isinstance(tree, (dict, ml_collections.ConfigDict)) or part not in tree:
-      return None
-    tree = tree[part]
-  return tree
-
-
 def config_path(workdir: str) -> str:
   return os.path.join(workdir, "config.json")
 
@@ -61,8 +53,9 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 def architecture_differences(saved: Any, config: Any) -> list[str]:
   """`key: saved -> new` for each architecture key on which the two configs differ."""
-  return [f"{key}: {_get(saved, key)!r} -> {_get(config, key)!r}"
-          for key in ARCHITECTURE_KEYS if _get(saved, key) != _get(config, key)]
+  lookup = configuration.lookup
+  return [f"{key}: {lookup(saved, key)!r} -> {lookup(config, key)!r}"
+          for key in ARCHITECTURE_KEYS if lookup(saved, key) != lookup(config, key)]
 
 
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
@@ -80,10 +73,10 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
           f"{workdir} holds a run with other networks than this config ("
           + "; ".join(differences) + "): use a new --workdir, or the workdir's own values.")
     for key in SCHEDULE_KEYS:
-      if _get(saved, key) != _get(config, key):
+      before, now = configuration.lookup(saved, key), configuration.lookup(config, key)
+      if before != now:
         logging.warning("%s changed from %r to %r since the last run in %s: the learning-rate "
-                        "schedule is recomputed from the new values.", key, _get(saved, key),
-                        _get(config, key), workdir)
+                        "schedule is recomputed from the new values.", key, before, now, workdir)
   os.makedirs(workdir, exist_ok=True)
   epath.Path(config_path(workdir)).write_text(
       config.to_json_best_effort(indent=2, sort_keys=True))

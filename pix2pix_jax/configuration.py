@@ -18,10 +18,17 @@ def _check(ok: bool, message: str):
     raise ConfigError(message)
 
 
+def lookup(tree, dotted_key: str):
+  """tree['a']['b'] for 'a.b' in a ConfigDict or a dict; None where a part is missing."""
+  for part in dotted_key.split("."):
+    if not isinstance(tree, (dict, ml_collections.ConfigDict)) or part not in tree:
+      return None
+    tree = tree[part]
+  return tree
+
+
 def _one_of(config, key: str, allowed):
-  value = config
-  for part in key.split("."):
-    value = value[part]
+  value = lookup(config, key)
   _check(value in allowed, f"{key}={value!r} is not one of {tuple(allowed)}.")
 
 

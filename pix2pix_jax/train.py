@@ -353,7 +353,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           # true and a stop request is served within a step or two.
           jax.block_until_ready(history[-1 - MAX_STEPS_IN_FLIGHT])
         progress.update(1)
-        last_step = step == config.num_train_steps or stop
+        # Read the request once: a signal arriving later in this iteration must not make
+        # the loop stop without the checkpoint below.
+        stopping = bool(stop)
+        last_step = step == config.num_train_steps or stopping
         if step % config.log_every_steps == 0 or last_step:
           scalars = _mean_metrics(history)  # waits for the step: the one host sync.
           history = []
@@ -364,7 +367,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           writer.write_scalars(step, scalars)
           progress.set_postfix(d=f"{scalars.get('d_loss', 0):.3f}",
                                l1=f"{scalars['g_l1']:.3f}", refresh=False)
-          if not stop:  # a stop request is served without first compiling summaries.
+          if not stopping:  # a stop request is served without first compiling summaries.
             outputs = generate(parallel.first_copy(replicated_state.generator).variables,
                                summary_batch["input"], norm_mode=config.inference.norm_mode)
             writer.write_images(step, {"input|output|target": writers.image_grid(
@@ -374,7 +377,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           check_finite(replicated_state, manager)  # never save a non-finite state.
           checkpoints.save(manager, step, parallel.unreplicate(replicated_state), config,
                            step_rng)
-        if stop:
+        if stopping:
           logging.warning("%s received: stopped after step %d and saved its checkpoint in %s. "
                           "Run the same command to resume.", stop.signal_name, step, workdir)
           break
