@@ -50,6 +50,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   model.dropout_placement = "pytorch"  # pytorch (decoder blocks 2-4) | lua (blocks 1-3).
   model.input_channels = 3
   model.output_channels = 3
+  # How conv weight gradients are computed; parameters and results are the same (conv_ops).
+  model.conv_impl = "auto"  # auto (tuned on CPU, xla elsewhere) | tuned | gemm | xla
+  model.dtype = "float32"  # float32 | bfloat16 (compute; params and optimizer stay float32)
 
   config.loss = loss = ml_collections.ConfigDict()
   loss.gan = "vanilla"  # vanilla | lsgan | none

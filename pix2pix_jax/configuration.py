@@ -2,11 +2,13 @@
 
 import ml_collections
 
+from pix2pix_jax import conv_ops
 from pix2pix_jax import losses
 from pix2pix_jax import models
 
 DIRECTIONS = ("AtoB", "BtoA")
 NORM_MODES = ("paper", "running")
+DTYPES = ("float32", "bfloat16")
 
 
 class ConfigError(ValueError):
@@ -52,6 +54,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _one_of(config, "loss.gan", losses.GAN_LOSSES)
   _one_of(config, "data.direction", DIRECTIONS)
   _one_of(config, "inference.norm_mode", NORM_MODES)
+  _one_of(config, "model.conv_impl", conv_ops.CONV_IMPLS)
+  _one_of(config, "model.dtype", DTYPES)
   model, data = config.model, config.data
   _check(model.num_downs >= 5,
          f"model.num_downs={model.num_downs} must be >= 5 (8 = unet_256, 7 = unet_128).")

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from pix2pix_jax import conv_ops
+
 Array = jax.Array
 NORMS = ("batch", "instance", "none")
 DROPOUT_PLACEMENTS = ("pytorch", "lua")
@@ -39,6 +41,7 @@ class Conv(nn.Module):
   padding: int = 1
   use_bias: bool = True
   dtype: Any = jnp.float32
+  conv_impl: str = "auto"  # how weight gradients are computed (conv_ops); same parameters.
 
   def _kernel(self, in_features: int) -> jax.Array:
     k = self.kernel_size
@@ -52,11 +55,8 @@ class Conv(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    pad = self.padding
-    y = lax.conv_general_dilated(
-        x.astype(self.dtype), self._kernel(x.shape[-1]),
-        window_strides=(self.strides, self.strides), padding=((pad, pad), (pad, pad)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = conv_ops.conv2d(x.astype(self.dtype), self._kernel(x.shape[-1]), stride=self.strides,
+                        padding=self.padding, impl=self.conv_impl)
     return self._add_bias(y)
 
 
@@ -70,11 +70,9 @@ class ConvTranspose(Conv):
 
   @nn.compact
   def __call__(self, x):
-    pad = self.kernel_size - 1 - self.padding
-    y = lax.conv_general_dilated(
-        x.astype(self.dtype), self._kernel(x.shape[-1]), window_strides=(1, 1),
-        padding=((pad, pad), (pad, pad)), lhs_dilation=(self.strides, self.strides),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = conv_ops.conv_transpose2d(x.astype(self.dtype), self._kernel(x.shape[-1]),
+                                  stride=self.strides, padding=self.padding,
+                                  impl=self.conv_impl)
     return self._add_bias(y)
 
 
@@ -197,6 +195,7 @@ class UNetBlock(nn.Module):
   dropout_levels: tuple[int, ...]
   depth: int = 0
   dtype: Any = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, *, train: bool, example_ids=None):
@@ -205,7 +204,7 @@ class UNetBlock(nn.Module):
     outer, inner = self.channels[self.depth]
     norm = make_norm(self.norm, self.axis_name)
     bias = uses_bias(self.norm)
-    conv = functools.partial(Conv, dtype=self.dtype)
+    conv = functools.partial(Conv, dtype=self.dtype, conv_impl=self.conv_impl)
 
     h = x if outermost else nn.leaky_relu(x, 0.2)
     h = conv(inner, use_bias=bias, name="down_conv")(h)
@@ -215,11 +214,11 @@ class UNetBlock(nn.Module):
       h = UNetBlock(
           channels=self.channels, out_features=inner, norm=self.norm, axis_name=self.axis_name,
           skip_connections=self.skip_connections, dropout_levels=self.dropout_levels,
-          depth=self.depth + 1, dtype=self.dtype, name="submodule")(
+          depth=self.depth + 1, dtype=self.dtype, conv_impl=self.conv_impl, name="submodule")(
               h, train=train, example_ids=example_ids)
     h = nn.relu(h)
     h = ConvTranspose(self.out_features, use_bias=outermost or bias, dtype=self.dtype,
-                      name="up_conv")(h)
+                      conv_impl=self.conv_impl, name="up_conv")(h)
     if outermost:
       return jnp.tanh(h)
     h = norm(name="up_norm")(h, train=train)
@@ -269,6 +268,7 @@ class UNetGenerator(nn.Module):
   skip_connections: bool = True
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, *, train: bool, example_ids=None):
@@ -278,7 +278,7 @@ class UNetGenerator(nn.Module):
     y = UNetBlock(
         channels=tuple(channels), out_features=self.output_channels, norm=self.norm,
         axis_name=self.axis_name, skip_connections=self.skip_connections,
-        dropout_levels=levels, dtype=self.dtype, name="unet")(
+        dropout_levels=levels, dtype=self.dtype, conv_impl=self.conv_impl, name="unet")(
             x, train=train, example_ids=example_ids)
     return y.astype(jnp.float32)
 
@@ -294,12 +294,13 @@ class PatchDiscriminator(nn.Module):
   norm: str = "batch"
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, *, train: bool):
     norm = make_norm(self.norm, self.axis_name)
     bias = uses_bias(self.norm)
-    conv = functools.partial(Conv, dtype=self.dtype)
+    conv = functools.partial(Conv, dtype=self.dtype, conv_impl=self.conv_impl)
     if self.n_layers == 0:
       h = nn.leaky_relu(conv(self.ndf, 1, 1, 0, name="conv_0")(x), 0.2)
       h = conv(self.ndf * 2, 1, 1, 0, use_bias=bias, name="conv_1")(h)
@@ -317,18 +318,29 @@ class PatchDiscriminator(nn.Module):
     return conv(1, strides=1, name=f"conv_{self.n_layers + 1}")(h).astype(jnp.float32)
 
 
+def compute_dtype(model_config, dtype: Any = None) -> Any:
+  """`dtype` if given, else the config's `model.dtype` (float32 when the key is absent)."""
+  if dtype is not None:
+    return dtype
+  return jnp.dtype(model_config.get("dtype", "float32"))
+
+
 def create_generator(model_config, *, axis_name: Optional[str] = None,
-                     dtype: Any = jnp.float32) -> UNetGenerator:
+                     dtype: Any = None) -> UNetGenerator:
   """The generator the config describes (`config.model`)."""
+  dtype = compute_dtype(model_config, dtype)
   return UNetGenerator(
       num_downs=model_config.num_downs, ngf=model_config.ngf,
       output_channels=model_config.output_channels, norm=model_config.norm,
       use_dropout=model_config.dropout, dropout_placement=model_config.dropout_placement,
-      skip_connections=model_config.skip_connections, axis_name=axis_name, dtype=dtype)
+      skip_connections=model_config.skip_connections, axis_name=axis_name, dtype=dtype,
+      conv_impl=model_config.get("conv_impl", "auto"))
 
 
 def create_discriminator(model_config, *, axis_name: Optional[str] = None,
-                         dtype: Any = jnp.float32) -> PatchDiscriminator:
+                         dtype: Any = None) -> PatchDiscriminator:
   """The discriminator the config describes (`config.model`)."""
+  dtype = compute_dtype(model_config, dtype)
   return PatchDiscriminator(ndf=model_config.ndf, n_layers=model_config.d_layers,
-                            norm=model_config.norm, axis_name=axis_name, dtype=dtype)
+                            norm=model_config.norm, axis_name=axis_name, dtype=dtype,
+                            conv_impl=model_config.get("conv_impl", "auto"))

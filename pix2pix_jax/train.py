@@ -151,6 +151,13 @@ def state_from_weights(state: TrainState, weights: dict[str, Any],
                             pix2pix.discriminator_tx))
 
 
+def all_finite(tree) -> jax.Array:
+  """True iff every element is finite: x * 0 is 0 for finite x and NaN otherwise, so one
+  fused multiply-sum per leaf answers exactly (XLA:CPU's is-finite + all is ~3x slower)."""
+  sums = [jnp.sum(x * 0, dtype=jnp.float32) for x in jax.tree.leaves(tree)]
+  return jnp.isfinite(jnp.sum(jnp.stack(sums)))
+
+
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
                pix2pix: Pix2Pix, axis_name: Optional[str] = parallel.AXIS_NAME,
                with_grads: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -161,8 +168,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   folded in here. Metrics are means over the global batch. With `with_grads`, the metrics also
   hold both networks' gradients (before Adam), for tests.
   """
-  def pmean(tree):
-    return jax.lax.pmean(tree, axis_name) if axis_name else tree
+  def pmean(tree):  # on one device an all-reduce would only copy every gradient.
+    if axis_name is None or jax.lax.axis_size(axis_name) == 1:
+      return tree
+    return jax.lax.pmean(tree, axis_name)
 
   g, d = state.generator, state.discriminator
   inputs, targets, example_ids = batch["input"], batch["target"], batch["index"]
@@ -216,7 +225,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   metrics.update(g_metrics, g_loss=g_loss)
   metrics = pmean(metrics)
   grads["g_grads"] = g_grads
-  finite = jnp.all(jnp.array([jnp.isfinite(x).all() for x in jax.tree.leaves((metrics, grads))]))
+  finite = all_finite((metrics, grads))
   if with_grads:
     metrics.update(grads)
 

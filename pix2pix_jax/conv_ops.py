@@ -1,0 +1,192 @@
+"""The two convolutions of pix2pix, each pass computed by the fastest exact formulation.
+
+`conv2d` (PyTorch's Conv2d: symmetric zero padding) and `conv_transpose2d` (PyTorch's
+ConvTranspose2d) take kernels in the standard (kh, kw, in, out) layout whatever `impl` is, so
+parameters, checkpoints and imported weights never depend on it. Two formulations of each:
+
+- 'xla': `lax.conv_general_dilated` (a transposed conv as a conv of the stride-dilated input).
+- 'gemm': the kh*kw strided tap windows and ONE matrix product (for the transposed conv: the
+  product first, then each tap's result added at its strided place, the adjoint of the gather).
+
+Both compute the same sums in another order (equal within float32 rounding; the tests check
+forward and gradients). A pass's gradient is the derivative of whichever formulation the plan
+names for it, so forward, input gradient and kernel gradient can each use the fastest one.
+
+- `impl='xla'` / `'gemm'`: that formulation for every pass.
+- `impl='tuned'`: per layer and pass, what measured fastest on XLA:CPU (`cpu_plan`). XLA:CPU
+  lowers the weight gradients of strided and transposed convolutions to a slow generic loop
+  ("convolution-base-dilated", ~1.5 GFLOP/s: 95% of a plain unet_256 train step); as matrix
+  products they run near the machine's matmul speed.
+- `impl='auto'`: 'tuned' on CPU, 'xla' elsewhere (cuDNN and TPU convolutions are fast).
+"""
+
+import functools
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+CONV_IMPLS = ("auto", "xla", "gemm", "tuned")
+_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+SMALL_PRODUCT_PIXELS = 64  # below this many output pixels, 'gemm' multiplies tap by tap.
+
+
+def resolve_impl(impl: str) -> str:
+  """'auto' -> the implementation that is fastest on the default backend."""
+  if impl not in CONV_IMPLS:
+    raise ValueError(f"model.conv_impl={impl!r} is not one of {CONV_IMPLS}.")
+  if impl == "auto":
+    return "tuned" if jax.default_backend() == "cpu" else "xla"
+  return impl
+
+
+def _conv_xla(x, kernel, stride: int, padding: int):
+  return lax.conv_general_dilated(
+      x, kernel, window_strides=(stride, stride), padding=((padding, padding),) * 2,
+      dimension_numbers=_DIMENSIONS)
+
+
+def _conv_transpose_xla(x, kernel, stride: int, padding: int):
+  pad = kernel.shape[0] - 1 - padding
+  return lax.conv_general_dilated(
+      x, kernel, window_strides=(1, 1), padding=((pad, pad),) * 2,
+      lhs_dilation=(stride, stride), dimension_numbers=_DIMENSIONS)
+
+
+def _taps(padded: jax.Array, kernel_shape: Sequence[int], offsets, stride: int,
+          out_hw: tuple[int, int]) -> jax.Array:
+  """Stack of strided windows: result[..., t, c] = padded[n, off_i + s*a, off_j + s*b, c].
+
+  Shape (N, out_h, out_w, kh*kw, C), taps in row-major (i, j) order; `offsets(i)` gives the
+  window's start for kernel row/column i.
+  """
+  kh, kw = kernel_shape[:2]
+  out_h, out_w = out_hw
+  windows = []
+  for i in range(kh):
+    for j in range(kw):
+      oi, oj = offsets(i), offsets(j)
+      windows.append(lax.slice(
+          padded, (0, oi, oj, 0),
+          (padded.shape[0], oi + stride * (out_h - 1) + 1, oj + stride * (out_w - 1) + 1,
+           padded.shape[3]),
+          (1, stride, stride, 1)))
+  return jnp.stack(windows, axis=3)
+
+
+def _conv_gemm(x, kernel, stride: int, padding: int):
+  """`_conv_xla` as matrix products of the tap windows with the kernel (autodiff'd).
+
+  Few output pixels (the U-Net's inner levels): one product per tap, batched over the taps,
+  which reads the kernel in its stored layout. Many: one product over all taps at once.
+  """
+  kh, kw, cin, cout = kernel.shape
+  x_pad = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  out_h = (x_pad.shape[1] - kh) // stride + 1
+  out_w = (x_pad.shape[2] - kw) // stride + 1
+  windows = _taps(x_pad, kernel.shape, lambda i: i, stride, (out_h, out_w))
+  taps_kernel = kernel.reshape(kh * kw, cin, cout)
+  if x.shape[0] * out_h * out_w <= SMALL_PRODUCT_PIXELS:
+    per_tap = jnp.einsum("tnabc,tco->tnabo", jnp.moveaxis(windows, 3, 0), taps_kernel)
+    return jnp.sum(per_tap, axis=0)
+  return jnp.einsum("nabtc,tco->nabo", windows, taps_kernel)
+
+
+def _conv_transpose_gemm(x, kernel, stride: int, padding: int):
+  """`_conv_transpose_xla` as one matrix product (input x kernel taps) and the adjoint of the
+  tap gather (each tap's product added at its strided place)."""
+  kh, kw, cin, cout = kernel.shape
+  p = kh - 1 - padding
+  n, h, w, _ = x.shape
+  out_h, out_w = stride * (h - 1) + kh - 2 * padding, stride * (w - 1) + kw - 2 * padding
+  products = jnp.einsum("nabc,tco->nabto", x, kernel.reshape(kh * kw, cin, cout))
+  taps = lambda g_pad: _taps(g_pad, kernel.shape, lambda i: 2 * p - i, stride, (h, w))
+  padded_shape = jax.ShapeDtypeStruct((n, out_h + 2 * p, out_w + 2 * p, cout), x.dtype)
+  (y_pad,) = jax.linear_transpose(taps, padded_shape)(products)
+  return y_pad[:, p:p + out_h, p:p + out_w]
+
+
+FORMULATIONS = {
+    "conv": {"xla": _conv_xla, "gemm": _conv_gemm},
+    "transpose": {"xla": _conv_transpose_xla, "gemm": _conv_transpose_gemm},
+}
+
+
+class Plan(NamedTuple):
+  """Which formulation computes each pass: the forward, the input and the kernel gradient."""
+  forward: str
+  input_grad: str
+  kernel_grad: str
+
+
+def cpu_plan(kind: str, x_shape, output_shape, stride: int) -> Plan:
+  """The fastest formulation of each pass on XLA:CPU, as measured layer by layer.
+
+  (`python -m benchmarks.layers`, docs/performance.md.) XLA:CPU's own convolutions are fast
+  where there are many pixels, but its weight gradients of strided and transposed
+  convolutions, and its convolutions of few pixels with many channels (the U-Net's inner
+  levels), fall off the fast path; there the matrix products win. Sizes are pixels in the
+  whole batch, N * H * W, of the pass's input (`x_shape`) or output.
+  """
+  in_pixels = x_shape[0] * x_shape[1] * x_shape[2]
+  out_pixels = output_shape[0] * output_shape[1] * output_shape[2]
+  if stride == 1:
+    return Plan("xla", "xla", "xla")
+  if kind == "conv":
+    return Plan("gemm" if in_pixels <= 256 else "xla", "gemm" if in_pixels <= 1024 else "xla",
+                "gemm" if out_pixels <= 256 else "xla")
+  return Plan("gemm" if in_pixels <= 4 else "xla", "gemm" if in_pixels <= 256 else "xla",
+              "gemm")
+
+
+def plan_for(kind: str, impl: str, x_shape, stride: int, output_shape) -> Plan:
+  """The Plan that `impl` means for this layer."""
+  impl = resolve_impl(impl)
+  if impl == "tuned":
+    return cpu_plan(kind, x_shape, output_shape, stride)
+  return Plan(impl, impl, impl)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _planned(x, kernel, kind, plan, stride, padding):
+  return FORMULATIONS[kind][plan.forward](x, kernel, stride, padding)
+
+
+def _planned_fwd(x, kernel, kind, plan, stride, padding):
+  return _planned(x, kernel, kind, plan, stride, padding), (x, kernel)
+
+
+def _planned_bwd(kind, plan, stride, padding, residuals, g):
+  """Each gradient as the derivative of its own (exact) formulation of the same function."""
+  x, kernel = residuals
+  input_form = FORMULATIONS[kind][plan.input_grad]
+  kernel_form = FORMULATIONS[kind][plan.kernel_grad]
+  (dx,) = jax.vjp(lambda x_: input_form(x_, kernel, stride, padding), x)[1](g)
+  (dk,) = jax.vjp(lambda k_: kernel_form(x, k_, stride, padding), kernel)[1](g)
+  return dx, dk
+
+
+_planned.defvjp(_planned_fwd, _planned_bwd)
+
+
+def _apply(kind, x, kernel, stride, padding, impl, output_shape):
+  plan = plan_for(kind, impl, x.shape, stride, output_shape)
+  if plan.forward == plan.input_grad == plan.kernel_grad:
+    return FORMULATIONS[kind][plan.forward](x, kernel, stride, padding)
+  return _planned(x, kernel, kind, plan, stride, padding)
+
+
+def conv2d(x, kernel, *, stride: int, padding: int, impl: str = "auto"):
+  """PyTorch's Conv2d (no bias): NHWC input, (kh, kw, in, out) kernel."""
+  out_h, out_w = ((side + 2 * padding - k) // stride + 1
+                  for side, k in zip(x.shape[1:3], kernel.shape[:2]))
+  return _apply("conv", x, kernel, stride, padding, impl, (x.shape[0], out_h, out_w))
+
+
+def conv_transpose2d(x, kernel, *, stride: int, padding: int, impl: str = "auto"):
+  """PyTorch's ConvTranspose2d (no bias, no output padding): NHWC input, kernel (kh, kw, in,
+  out) applied unflipped to the stride-dilated input, padded by kh - 1 - padding."""
+  out_h, out_w = (stride * (side - 1) + k - 2 * padding
+                  for side, k in zip(x.shape[1:3], kernel.shape[:2]))
+  return _apply("transpose", x, kernel, stride, padding, impl, (x.shape[0], out_h, out_w))
