@@ -276,6 +276,15 @@ def describe_discriminator_file(state_dict: StateDict) -> str:
           f"{first[1]} input channels")
 
 
+def describe_file(state_dict: StateDict) -> str:
+  """'a generator with ...' or 'a discriminator with ...' in our config keys; '' if neither."""
+  generator, discriminator = (describe_generator_file(state_dict),
+                              describe_discriminator_file(state_dict))
+  if generator:
+    return f"a generator with {generator}"
+  return f"a discriminator with {discriminator}" if discriminator else ""
+
+
 def generator_variables(state_dict: StateDict, config: ml_collections.ConfigDict, *,
                         source: str = "The generator state_dict") -> dict:
   """The U-Net variables ({'params', 'batch_stats'}) for `config` from a reference state_dict.
@@ -288,7 +297,7 @@ def generator_variables(state_dict: StateDict, config: ml_collections.ConfigDict
   layers = generator_layers(config.model.num_downs)
   return _convert(
       state_dict, layers, config.model.norm, _templates(config).generator.variables,
-      network="generator", source=source, file_hint=describe_generator_file(state_dict),
+      network="generator", source=source, file_hint=describe_file(state_dict),
       described_config=_describe(config, ("model.num_downs", "model.ngf", "model.norm",
                                           "model.input_channels", "model.output_channels")))
 
@@ -306,7 +315,7 @@ def discriminator_variables(state_dict: StateDict, config: ml_collections.Config
   return _convert(
       state_dict, layers, config.model.norm, _templates(config).discriminator.variables,
       network="discriminator", source=source,
-      file_hint=describe_discriminator_file(state_dict),
+      file_hint=describe_file(state_dict),
       described_config=_describe(config, ("model.d_layers", "model.ndf", "model.norm",
                                           "loss.conditional")))
 

@@ -256,7 +256,8 @@ def test_wrong_num_downs_lists_the_differing_keys(tmp_path):
   assert f"missing keys (5): {level_4}.model.3.weight, {level_4}.model.4.bias" in message
   assert f"unexpected keys (" in message and f"{level_4}.model.2.running_mean" in message
   assert "num_batches_tracked" not in message
-  assert "The file looks like model.num_downs=6, model.ngf=8, model.norm='batch'" in message
+  assert ("The file looks like a generator with model.num_downs=6, model.ngf=8, "
+          "model.norm='batch'") in message
 
 
 def test_wrong_norm_and_width_are_listed(tmp_path):
@@ -270,8 +271,8 @@ def test_wrong_norm_and_width_are_listed(tmp_path):
   assert "unexpected keys (6): model.3.bias, model.3.weight, model.6.bias" in message
   assert ("wrong shapes (file != expected) (6): model.0.bias (16,) != (8,), model.0.weight "
           "(16, 6, 4, 4) != (8, 6, 4, 4), model.2.weight") in message
-  assert "looks like model.d_layers=3, model.ndf=16, model.norm='batch', 6 input channels" in (
-      message)
+  assert ("looks like a discriminator with model.d_layers=3, model.ndf=16, model.norm='batch', "
+          "6 input channels") in message
 
 
 def test_instance_norm_running_stats_of_old_files_are_ignored():
