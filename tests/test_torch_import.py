@@ -6,6 +6,9 @@ their state_dict keys are the reference's.
 """
 
 import copy
+import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -22,6 +25,7 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 torch.set_num_threads(1)
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ATOL = 1e-4
 
 
@@ -299,3 +303,36 @@ def test_import_writes_a_workdir_that_loads_and_refuses_to_overwrite(tmp_path):
                torch_import.generator_variables(torch_import.load_state_dict(path), config))
   with pytest.raises(configuration.ConfigError, match="already holds checkpoints"):
     torch_import.import_torch_weights(workdir, config, path)
+
+
+def _import_cli(workdir, *args):
+  return subprocess.run(
+      [sys.executable, "main.py", f"--workdir={workdir}", "--mode=import_torch",
+       "--config=configs/default.py:tiny", *args],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_imports_into_a_workdir_that_loads(tmp_path):
+  reference_g = _randomise(RefUnetGenerator(5, 8, "batch"), seed=4)
+  reference_d = _randomise(RefNLayerDiscriminator(6, 8, 3, "batch"), seed=5)
+  g_path, d_path = _save(reference_g, tmp_path / "G.pth"), _save(reference_d, tmp_path / "D.pth")
+  workdir = tmp_path / "imported"
+  result = _import_cli(workdir, f"--torch_generator={g_path}", f"--torch_discriminator={d_path}")
+  assert result.returncode == 0, result.stderr[-3000:]
+
+  config, g_vars, d_vars = checkpoints.load_variables(str(workdir))
+  assert config.model.num_downs == 5
+  images = _images((4, 32, 32, 3))
+  _assert_close(_flax_generator_outputs(config, g_vars, images),
+                _torch_outputs(reference_g, images))
+  pairs = _images((4, 32, 32, 6), seed=1)
+  logits = models.create_discriminator(config.model).apply(d_vars, pairs, train=False)
+  np.testing.assert_allclose(logits, _torch_outputs(reference_d, pairs)[0], atol=ATOL)
+
+  # A file that does not fit (here D given as G) is one clear error, and nothing is written.
+  result = _import_cli(tmp_path / "bad", f"--torch_generator={d_path}")
+  assert result.returncode != 0
+  assert f"{d_path} does not fit the generator of this config" in result.stderr
+  assert "The file looks like a discriminator with model.d_layers=3" in result.stderr
+  assert "Traceback" not in result.stderr
+  assert not os.path.exists(tmp_path / "bad")
