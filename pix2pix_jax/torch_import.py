@@ -27,6 +27,7 @@ of arrays.
 
 import dataclasses
 import os
+import pickle
 from typing import Any, Callable, Mapping, Optional
 
 from absl import logging
@@ -331,7 +332,12 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
   except ImportError as e:
     raise ImportError("Reading PyTorch .pth files needs torch: "
                       "pip install -r requirements-torch.txt") from e
-  loaded = torch.load(os.path.expanduser(path), map_location="cpu", weights_only=True)
+  try:
+    loaded = torch.load(os.path.expanduser(path), map_location="cpu", weights_only=True)
+  except (pickle.UnpicklingError, RuntimeError) as e:  # not a torch file, or not weights only
+    raise configuration.ConfigError(
+        f"{path} is not a state_dict that torch.load(weights_only=True) reads (a whole pickled "
+        f"model, or not a .pth file): {str(e).splitlines()[0][:200]}") from e
   if not isinstance(loaded, Mapping) or not all(
       isinstance(v, torch.Tensor) for v in loaded.values()):
     raise configuration.ConfigError(

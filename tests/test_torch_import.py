@@ -279,6 +279,16 @@ def test_wrong_norm_and_width_are_listed(tmp_path):
           "6 input channels") in message
 
 
+def test_a_file_that_is_not_a_state_dict_is_a_clear_error(tmp_path):
+  garbage = tmp_path / "garbage.pth"
+  garbage.write_bytes(b"not a .pth file")
+  with pytest.raises(configuration.ConfigError, match="garbage.pth is not a state_dict"):
+    torch_import.load_state_dict(str(garbage))
+  torch.save({"step": 3}, tmp_path / "not_tensors.pth")
+  with pytest.raises(configuration.ConfigError, match="does not hold a state_dict"):
+    torch_import.load_state_dict(str(tmp_path / "not_tensors.pth"))
+
+
 def test_instance_norm_running_stats_of_old_files_are_ignored():
   state_dict = dict(RefUnetGenerator(5, 8, "instance").state_dict())  # torch tensors
   config = _config(**{"model.norm": "instance"})
