@@ -13,12 +13,17 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
+# torch (CPU) is optional: only importing PyTorch weights and its tests need it.
+$(VENV)/.installed-torch: $(VENV)/.installed requirements-torch.txt
+	$(PY) -m pip install --quiet -r requirements-torch.txt
+	touch $@
+
 train: $(VENV)/.installed  ## train the default (synthetic rain, 256x256) into $(WORKDIR)
 	@echo "Training into $(WORKDIR): logs in $(WORKDIR)/metrics.jsonl, checkpoints in $(WORKDIR)/checkpoints."
 	@echo "Watch it: $(VENV)/bin/tensorboard --logdir $(WORKDIR)/tensorboard  (then open http://localhost:6006), or tail -f $(WORKDIR)/metrics.jsonl"
 	$(PY) main.py --workdir=$(WORKDIR) --config=$(CONFIG) $(ARGS)
 
-test: $(VENV)/.installed  ## run the test suite
+test: $(VENV)/.installed $(VENV)/.installed-torch  ## run the test suite (torch included)
 	$(PY) -m pytest -q tests
 
 clean-venv:

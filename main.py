@@ -1,5 +1,9 @@
 """pix2pix_jax command line: `python main.py --workdir=W [--config=configs/default.py[:tiny]]`.
 
+`--mode=train` (the default) trains or resumes; `--mode=import_torch --torch_generator=G.pth
+[--torch_discriminator=D.pth]` writes a workdir from the PyTorch reference's weights, which
+training then fine-tunes.
+
 Flags set the run; the config (ml_collections, `--config.KEY=VALUE` to override) sets the model,
 data and schedule. All work is done by library functions that the tests call directly.
 """
@@ -14,11 +18,16 @@ from ml_collections import config_flags
 
 from pix2pix_jax import configuration
 from pix2pix_jax import parallel
+from pix2pix_jax import torch_import
 from pix2pix_jax import train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and the run's config.")
-flags.DEFINE_enum("mode", "train", ["train"], "What to do with the workdir.")
+flags.DEFINE_enum("mode", "train", ["train", "import_torch"], "What to do with the workdir.")
+flags.DEFINE_string("torch_generator", None,
+                    "--mode=import_torch: the reference's generator state_dict (latest_net_G.pth).")
+flags.DEFINE_string("torch_discriminator", None,
+                    "--mode=import_torch: the reference's discriminator state_dict (optional).")
 config_flags.DEFINE_config_file(
     "config", "configs/default.py", "A config file (`path.py[:variant]`).", lock_config=True)
 flags.mark_flags_as_required(["workdir"])
@@ -28,11 +37,17 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   config = FLAGS.config
+  if FLAGS.mode != "import_torch" and (FLAGS.torch_generator or FLAGS.torch_discriminator):
+    raise app.UsageError("--torch_generator / --torch_discriminator need --mode=import_torch.")
   try:
     configuration.validate(config)
-    parallel.check_batch_size(config.batch_size)
+    if FLAGS.mode == "train":
+      parallel.check_batch_size(config.batch_size)
   except configuration.ConfigError as e:
     raise app.UsageError(str(e)) from None
+  if FLAGS.mode == "import_torch":
+    import_torch(config)
+    return
   logging.info("JAX devices: %s (process %d of %d).", jax.devices(), jax.process_index(),
                jax.process_count())
   if FLAGS.mode == "train":
@@ -43,6 +58,18 @@ def main(argv):
     except train.NonFiniteError as e:
       logging.error("%s", e)
       sys.exit(1)
+
+
+def import_torch(config):
+  """--mode=import_torch: reference .pth files -> a weights-only workdir."""
+  if not FLAGS.torch_generator:
+    raise app.UsageError("--mode=import_torch needs --torch_generator=PATH (a .pth state_dict).")
+  try:
+    workdir = torch_import.import_torch_weights(
+        FLAGS.workdir, config, FLAGS.torch_generator, FLAGS.torch_discriminator)
+  except (configuration.ConfigError, ImportError, FileNotFoundError) as e:
+    raise app.UsageError(str(e)) from None
+  logging.info("Wrote %s: train (fine-tune) from it with --workdir=%s.", workdir, workdir)
 
 
 if __name__ == "__main__":

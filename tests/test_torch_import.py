@@ -1,0 +1,348 @@
+"""Importing PyTorch reference weights: outputs equal torch's, and mismatches are clear errors.
+
+The torch networks here are written from the reference's published architecture
+(junyanz/pytorch-CycleGAN-and-pix2pix, models/networks.py) with the same module nesting, so
+their state_dict keys are the reference's.
+"""
+
+import copy
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import default
+from pix2pix_jax import checkpoints
+from pix2pix_jax import configuration
+from pix2pix_jax import inference
+from pix2pix_jax import models
+from pix2pix_jax import torch_import
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+torch.set_num_threads(1)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ATOL = 1e-4
+
+
+def _norm_layer(norm, channels):
+  """The reference's norm layers: instance norm without affine parameters or statistics."""
+  if norm == "batch":
+    return nn.BatchNorm2d(channels)
+  if norm == "instance":
+    return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+  return nn.Identity()
+
+
+class RefUnetBlock(nn.Module):
+  """A UnetSkipConnectionBlock: down, the levels below, up, and the skip concatenation."""
+
+  def __init__(self, outer, inner, norm, input_channels=None, submodule=None,
+               outermost=False, innermost=False, dropout=False):
+    super().__init__()
+    self.outermost = outermost
+    bias = norm == "instance"
+    down = nn.Conv2d(input_channels or outer, inner, 4, 2, 1, bias=bias)
+    if outermost:
+      layers = [down, submodule, nn.ReLU(True),
+                nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1), nn.Tanh()]
+    elif innermost:
+      layers = [nn.LeakyReLU(0.2, True), down, nn.ReLU(True),
+                nn.ConvTranspose2d(inner, outer, 4, 2, 1, bias=bias), _norm_layer(norm, outer)]
+    else:
+      layers = [nn.LeakyReLU(0.2, True), down, _norm_layer(norm, inner), submodule,
+                nn.ReLU(True), nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1, bias=bias),
+                _norm_layer(norm, outer)] + ([nn.Dropout(0.5)] if dropout else [])
+    self.model = nn.Sequential(*layers)
+
+  def forward(self, x):
+    return self.model(x) if self.outermost else torch.cat([x, self.model(x)], 1)
+
+
+class RefUnetGenerator(nn.Module):
+  """UnetGenerator: innermost block, num_downs - 5 ngf*8 blocks with dropout, then 4 more."""
+
+  def __init__(self, num_downs, ngf, norm, channels=3, dropout=True):
+    super().__init__()
+    block = RefUnetBlock(ngf * 8, ngf * 8, norm, innermost=True)
+    for _ in range(num_downs - 5):
+      block = RefUnetBlock(ngf * 8, ngf * 8, norm, submodule=block, dropout=dropout)
+    for outer_mult, inner_mult in ((4, 8), (2, 4), (1, 2)):
+      block = RefUnetBlock(ngf * outer_mult, ngf * inner_mult, norm, submodule=block)
+    self.model = RefUnetBlock(channels, ngf, norm, input_channels=channels, submodule=block,
+                              outermost=True)
+
+  def forward(self, x):
+    return self.model(x)
+
+
+class RefNLayerDiscriminator(nn.Module):
+  """NLayerDiscriminator: `model` is one nn.Sequential of conv / norm / LeakyReLU."""
+
+  def __init__(self, input_channels, ndf, n_layers, norm):
+    super().__init__()
+    bias = norm == "instance"
+    layers = [nn.Conv2d(input_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+    features = ndf
+    for n in range(1, n_layers + 1):
+      new_features = ndf * min(2 ** n, 8)
+      stride = 2 if n < n_layers else 1
+      layers += [nn.Conv2d(features, new_features, 4, stride, 1, bias=bias),
+                 _norm_layer(norm, new_features), nn.LeakyReLU(0.2, True)]
+      features = new_features
+    layers.append(nn.Conv2d(features, 1, 4, 1, 1))
+    self.model = nn.Sequential(*layers)
+
+  def forward(self, x):
+    return self.model(x)
+
+
+class RefPixelDiscriminator(nn.Module):
+  """PixelDiscriminator: 1x1 convs in `net`."""
+
+  def __init__(self, input_channels, ndf, norm):
+    super().__init__()
+    bias = norm == "instance"
+    self.net = nn.Sequential(
+        nn.Conv2d(input_channels, ndf, 1, 1, 0), nn.LeakyReLU(0.2, True),
+        nn.Conv2d(ndf, ndf * 2, 1, 1, 0, bias=bias), _norm_layer(norm, ndf * 2),
+        nn.LeakyReLU(0.2, True), nn.Conv2d(ndf * 2, 1, 1, 1, 0, bias=bias))
+
+  def forward(self, x):
+    return self.net(x)
+
+
+def _randomise(module, seed):
+  """Weights, biases and batch-norm statistics away from their initial values."""
+  generator = torch.Generator().manual_seed(seed)
+
+  def uniform(shape, low, high):
+    return low + (high - low) * torch.rand(shape, generator=generator)
+  with torch.no_grad():
+    for m in module.modules():
+      if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+        # Unit output variance: a transposed stride-2 4x4 conv sums over 2x2 taps per input.
+        taps = 4 if isinstance(m, nn.ConvTranspose2d) else m.weight[0, 0].numel()
+        fan_in = m.weight.shape[0 if isinstance(m, nn.ConvTranspose2d) else 1] * taps
+        m.weight.copy_(uniform(m.weight.shape, -1, 1) * (3 / fan_in) ** 0.5)
+        if m.bias is not None:
+          m.bias.copy_(uniform(m.bias.shape, -0.2, 0.2))
+      elif isinstance(m, nn.BatchNorm2d):
+        m.weight.copy_(uniform(m.weight.shape, 0.5, 1.5))
+        m.bias.copy_(uniform(m.bias.shape, -0.3, 0.3))
+        m.running_mean.copy_(uniform(m.running_mean.shape, -0.3, 0.3))
+        m.running_var.copy_(uniform(m.running_var.shape, 0.5, 2.0))
+        m.num_batches_tracked.fill_(1234)
+  return module
+
+
+def _torch_outputs(module, images_nhwc):
+  """(running, paper) outputs as NHWC numpy: eval(); train() with dropout off.
+
+  The train() pass runs on a copy, since it updates the running statistics.
+  """
+  x = torch.from_numpy(np.ascontiguousarray(images_nhwc.transpose(0, 3, 1, 2)))
+  paper = copy.deepcopy(module).train()
+  for m in paper.modules():
+    if isinstance(m, nn.Dropout):
+      m.eval()
+  with torch.no_grad():
+    outputs = [module.eval()(x), paper(x)]
+  return [y.numpy().transpose(0, 2, 3, 1) for y in outputs]
+
+
+def _save(module, path):
+  torch.save(module.state_dict(), path)
+  return str(path)
+
+
+def _config(**overrides):
+  config = default.get_config("tiny")  # 32x32, num_downs 5, ngf / ndf 8, d_layers 3.
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+def _images(shape, seed=0):
+  return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
+
+
+def _flax_generator_outputs(config, variables, images):
+  # Paper mode with dropout off on our side too: the same weights without Dropout modules.
+  no_dropout = config.model.copy_and_resolve_references()
+  no_dropout.dropout = False
+  generate = inference.make_generate_fn(models.create_generator(no_dropout))
+  return [np.asarray(generate(variables, images, norm_mode=mode))
+          for mode in ("running", "paper")]
+
+
+def _assert_close(flax_outputs, torch_outputs):
+  for mode, ours, theirs in zip(("running", "paper"), flax_outputs, torch_outputs):
+    assert ours.shape == theirs.shape, mode
+    error = np.abs(ours - theirs).max()
+    assert error < ATOL, f"{mode}: max abs error {error}"
+
+
+@pytest.mark.parametrize("norm", ["batch", "instance", "none"])
+def test_generator_outputs_equal_torch(norm, tmp_path):
+  config = _config(**{"model.norm": norm})
+  reference = _randomise(RefUnetGenerator(5, 8, norm), seed=1)
+  images = _images((4, 32, 32, 3))
+  expected = _torch_outputs(reference, images)
+  # Far from saturated tanh, and batch statistics matter: a meaningful comparison.
+  assert np.abs(expected[0]).mean() < 0.8
+  if norm == "batch":
+    assert np.abs(expected[0] - expected[1]).max() > 0.1
+  state_dict = torch_import.load_state_dict(_save(reference, tmp_path / "G.pth"))
+  variables = torch_import.generator_variables(state_dict, config)
+  _assert_close(_flax_generator_outputs(config, variables, images), expected)
+
+
+def test_unet_128_outputs_equal_torch(tmp_path):
+  config = _config(**{"model.num_downs": 7, "model.ngf": 2, "data.crop_size": 128,
+                      "data.load_size": 128, "model.dropout_placement": "pytorch"})
+  reference = _randomise(RefUnetGenerator(7, 2, "batch"), seed=2)
+  images = _images((2, 128, 128, 3))
+  variables = torch_import.generator_variables(
+      torch_import.load_state_dict(_save(reference, tmp_path / "G.pth")), config)
+  _assert_close(_flax_generator_outputs(config, variables, images),
+                _torch_outputs(reference, images))
+
+
+def test_unet_256_key_layout_and_parameter_count():
+  config = _config(**{"model.num_downs": 8, "model.ngf": 64, "data.crop_size": 256,
+                      "data.load_size": 286})
+  reference = RefUnetGenerator(8, 64, "batch")
+  assert sum(p.numel() for p in reference.parameters()) == 54_413_955
+  state_dict = {k: v.numpy() for k, v in reference.state_dict().items()}
+  assert "model.model.1.model.3.model.3.model.3.model.3.model.3.model.3.model.3.weight" in (
+      state_dict)  # the innermost up-conv of unet_256
+  variables = torch_import.generator_variables(state_dict, config)
+  innermost = variables["params"]["unet"]
+  for _ in range(7):
+    innermost = innermost["submodule"]
+  np.testing.assert_array_equal(
+      innermost["up_conv"]["kernel"][::-1, ::-1].transpose(2, 3, 0, 1),
+      state_dict["model.model.1.model.3.model.3.model.3.model.3.model.3.model.3.model.3.weight"])
+
+
+@pytest.mark.parametrize("d_layers,norm", [(3, "batch"), (3, "instance"), (1, "batch"),
+                                           (0, "batch"), (0, "instance")])
+def test_discriminator_outputs_equal_torch(d_layers, norm, tmp_path):
+  config = _config(**{"model.d_layers": d_layers, "model.norm": norm})
+  if d_layers == 0:
+    reference = RefPixelDiscriminator(6, 8, norm)
+  else:
+    reference = RefNLayerDiscriminator(6, 8, d_layers, norm)
+  reference = _randomise(reference, seed=3)
+  images = _images((4, 32, 32, 6))
+  expected = _torch_outputs(reference, images)
+  state_dict = torch_import.load_state_dict(_save(reference, tmp_path / "D.pth"))
+  variables = torch_import.discriminator_variables(state_dict, config)
+  discriminator = models.create_discriminator(config.model)
+  ours = [np.asarray(discriminator.apply(variables, images, train=train))
+          for train in (False, True)]
+  _assert_close(ours, expected)
+
+
+def test_wrong_num_downs_lists_the_differing_keys(tmp_path):
+  path = _save(RefUnetGenerator(6, 8, "batch"), tmp_path / "six_levels.pth")
+  state_dict = torch_import.load_state_dict(path)
+  with pytest.raises(configuration.ConfigError) as error:
+    torch_import.generator_variables(state_dict, _config(), source=path)
+  message = str(error.value)
+  level_4 = "model.model.1.model.3.model.3.model.3"
+  assert message.startswith(f"{path} does not fit the generator of this config "
+                            "(model.num_downs=5, model.ngf=8, model.norm='batch'")
+  assert f"missing keys (5): {level_4}.model.3.weight, {level_4}.model.4.bias" in message
+  assert f"unexpected keys (" in message and f"{level_4}.model.2.running_mean" in message
+  assert "num_batches_tracked" not in message
+  assert ("The file looks like a generator with model.num_downs=6, model.ngf=8, "
+          "model.norm='batch'") in message
+
+
+def test_wrong_norm_and_width_are_listed(tmp_path):
+  state_dict = torch_import.load_state_dict(
+      _save(RefNLayerDiscriminator(6, 16, 3, "batch"), tmp_path / "D.pth"))
+  with pytest.raises(configuration.ConfigError) as error:
+    torch_import.discriminator_variables(state_dict, _config(**{"model.norm": "instance"}))
+  message = str(error.value)
+  assert "missing keys (3): model.2.bias, model.5.bias, model.8.bias" in message
+  # (Running statistics at a norm's place are ignored with instance norm: see below.)
+  assert "unexpected keys (6): model.3.bias, model.3.weight, model.6.bias" in message
+  assert ("wrong shapes (file != expected) (6): model.0.bias (16,) != (8,), model.0.weight "
+          "(16, 6, 4, 4) != (8, 6, 4, 4), model.2.weight") in message
+  assert ("looks like a discriminator with model.d_layers=3, model.ndf=16, model.norm='batch', "
+          "6 input channels") in message
+
+
+def test_a_file_that_is_not_a_state_dict_is_a_clear_error(tmp_path):
+  garbage = tmp_path / "garbage.pth"
+  garbage.write_bytes(b"not a .pth file")
+  with pytest.raises(configuration.ConfigError, match="garbage.pth is not a state_dict"):
+    torch_import.load_state_dict(str(garbage))
+  torch.save({"step": 3}, tmp_path / "not_tensors.pth")
+  with pytest.raises(configuration.ConfigError, match="does not hold a state_dict"):
+    torch_import.load_state_dict(str(tmp_path / "not_tensors.pth"))
+
+
+def test_instance_norm_running_stats_of_old_files_are_ignored():
+  state_dict = dict(RefUnetGenerator(5, 8, "instance").state_dict())  # torch tensors
+  config = _config(**{"model.norm": "instance"})
+  expected = torch_import.generator_variables(state_dict, config)
+  # Older reference versions built InstanceNorm2d(track_running_stats=True).
+  state_dict["model.model.1.model.2.running_mean"] = np.zeros(16, np.float32)
+  state_dict["model.model.1.model.2.running_var"] = np.ones(16, np.float32)
+  state_dict["model.model.1.model.2.num_batches_tracked"] = np.array(3)
+  jax.tree.map(np.testing.assert_array_equal,
+               torch_import.generator_variables(state_dict, config), expected)
+
+
+
+def test_import_writes_a_workdir_that_loads_and_refuses_to_overwrite(tmp_path):
+  config = _config(**{"model.norm": "instance"})
+  reference = _randomise(RefUnetGenerator(5, 8, "instance"), seed=6)
+  path = _save(reference, tmp_path / "G.pth")
+  workdir = torch_import.import_torch_weights(str(tmp_path / "imported"), config, path)
+  loaded_config, g_vars, d_vars = checkpoints.load_variables(workdir)
+  assert loaded_config.model.norm == "instance" and d_vars is None
+  jax.tree.map(np.testing.assert_array_equal, g_vars,
+               torch_import.generator_variables(torch_import.load_state_dict(path), config))
+  with pytest.raises(configuration.ConfigError, match="already holds checkpoints"):
+    torch_import.import_torch_weights(workdir, config, path)
+
+
+def _import_cli(workdir, *args):
+  return subprocess.run(
+      [sys.executable, "main.py", f"--workdir={workdir}", "--mode=import_torch",
+       "--config=configs/default.py:tiny", *args],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_imports_into_a_workdir_that_loads(tmp_path):
+  reference_g = _randomise(RefUnetGenerator(5, 8, "batch"), seed=4)
+  reference_d = _randomise(RefNLayerDiscriminator(6, 8, 3, "batch"), seed=5)
+  g_path, d_path = _save(reference_g, tmp_path / "G.pth"), _save(reference_d, tmp_path / "D.pth")
+  workdir = tmp_path / "imported"
+  result = _import_cli(workdir, f"--torch_generator={g_path}", f"--torch_discriminator={d_path}")
+  assert result.returncode == 0, result.stderr[-3000:]
+
+  config, g_vars, d_vars = checkpoints.load_variables(str(workdir))
+  assert config.model.num_downs == 5
+  images = _images((4, 32, 32, 3))
+  _assert_close(_flax_generator_outputs(config, g_vars, images),
+                _torch_outputs(reference_g, images))
+  pairs = _images((4, 32, 32, 6), seed=1)
+  logits = models.create_discriminator(config.model).apply(d_vars, pairs, train=False)
+  np.testing.assert_allclose(logits, _torch_outputs(reference_d, pairs)[0], atol=ATOL)
+
+  # A file that does not fit (here D given as G) is one clear error, and nothing is written.
+  result = _import_cli(tmp_path / "bad", f"--torch_generator={d_path}")
+  assert result.returncode != 0
+  assert f"{d_path} does not fit the generator of this config" in result.stderr
+  assert "The file looks like a discriminator with model.d_layers=3" in result.stderr
+  assert "Traceback" not in result.stderr
+  assert not os.path.exists(tmp_path / "bad")
