@@ -1,9 +1,13 @@
 """pix2pix_jax command line: `python main.py --workdir=W [--config=configs/default.py[:tiny]]`.
 
+`--mode=prepare_data` builds and checks the config's dataset without training, prints its
+report (JSON) and, given a --workdir, writes it to W/data_report.json.
+
 Flags set the run; the config (ml_collections, `--config.KEY=VALUE` to override) sets the model,
 data and schedule. All work is done by library functions that the tests call directly.
 """
 
+import json
 import sys
 
 from absl import app
@@ -13,21 +17,42 @@ import jax
 from ml_collections import config_flags
 
 from pix2pix_jax import configuration
+from pix2pix_jax import datasets
 from pix2pix_jax import parallel
 from pix2pix_jax import train
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and the run's config.")
-flags.DEFINE_enum("mode", "train", ["train"], "What to do with the workdir.")
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and the run's config "
+                    "(train: required; prepare_data: optional, gets data_report.json).")
+flags.DEFINE_enum("mode", "train", ["train", "prepare_data"],
+                  "train: train (or resume) into the workdir; prepare_data: build and check "
+                  "the dataset only.")
 config_flags.DEFINE_config_file(
     "config", "configs/default.py", "A config file (`path.py[:variant]`).", lock_config=True)
-flags.mark_flags_as_required(["workdir"])
+
+
+def prepare_data(config, workdir):
+  """Builds and checks the dataset; prints the report; exits 1 listing bad files."""
+  try:
+    data = datasets.prepare(config.data, seed=config.seed)
+  except configuration.DataError as e:
+    if workdir and e.report:
+      datasets.write_report(workdir, e.report)
+    logging.error("%s", e)
+    sys.exit(1)
+  except configuration.ConfigError as e:
+    raise app.UsageError(str(e)) from None
+  if workdir:
+    datasets.write_report(workdir, data.report)
+  print(json.dumps(data.report, indent=1))
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   config = FLAGS.config
+  if FLAGS.mode == "train" and not FLAGS.workdir:
+    raise app.UsageError("--workdir is required to train.")
   try:
     configuration.validate(config)
     parallel.check_batch_size(config.batch_size)
@@ -35,9 +60,14 @@ def main(argv):
     raise app.UsageError(str(e)) from None
   logging.info("JAX devices: %s (process %d of %d).", jax.devices(), jax.process_index(),
                jax.process_count())
-  if FLAGS.mode == "train":
+  if FLAGS.mode == "prepare_data":
+    prepare_data(config, FLAGS.workdir)
+  elif FLAGS.mode == "train":
     try:
       train.train_and_evaluate(config, FLAGS.workdir)
+    except configuration.DataError as e:
+      logging.error("%s", e)
+      sys.exit(1)
     except configuration.ConfigError as e:
       raise app.UsageError(str(e)) from None
     except train.NonFiniteError as e:
