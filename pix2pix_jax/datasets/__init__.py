@@ -212,7 +212,7 @@ def _paired(data_config: ml_collections.ConfigDict, seed: int) -> PreparedData:
   with open(os.path.join(folder, REPORT_FILE)) as f:
     report = json.load(f)
   for problem in report["skipped"]:
-    logging.warning("skipped %s (data.on_bad_file=skip)", problem)
+    logging.warning("skipped %s (data.on_bad_file=skip: its pair is left out)", problem)
   for warning in report["warnings"]:
     logging.warning("%s", warning)
   report["dataset"] = folder
