@@ -199,3 +199,69 @@ def test_cli_prepare_data_builds_without_training(layout_roots, tmp_path):
   assert report["splits"] == {"train": 6, "test": 2}
   assert os.listdir(workdir) == ["data_report.json"]  # no training.
   assert os.listdir(tmp_path / "cache" / "paired_images")
+
+
+# ------------------------------------------------------------------------- channels
+
+
+def write_pairs(root, make_pair, count=3):
+  """A folders dataset of `count` train and 1 test pairs from make_pair(key) -> (a, b)."""
+  for split, n in (("train", count), ("test", 1)):
+    for i in range(n):
+      a, b = make_pair(f"{split}{i}")
+      writers.save(a, os.path.join(root, split, "A", f"{i}.png"))
+      writers.save(b, os.path.join(root, split, "B", f"{i}.png"))
+  return root
+
+
+def first_batch(config):
+  data = datasets.prepare(config.data, seed=0)
+  return data, next(iter(input_pipeline.eval_batches(config, data.sources["test"],
+                                                     batch_size=1)))
+
+
+def test_grayscale_is_read_as_one_channel_or_expanded_to_three(tmp_path):
+  root = write_pairs(str(tmp_path / "gray"),
+                     lambda key: writers.pair_images(key, channels=1))
+  config = tiny_config(tmp_path / "cache", "paired_folder", root,
+                       **{"model.input_channels": 1, "model.output_channels": 1})
+  data, batch = first_batch(config)
+  assert batch["input"].shape == (1, 32, 32, 1)
+  assert input_pipeline.create_train_dataset(config, data.sources)[0]["input"].shape == (
+      8, 32, 32, 1)
+  config.model.update(input_channels=3, output_channels=3)
+  _, batch = first_batch(config)
+  assert batch["input"].shape == (1, 32, 32, 3)
+  np.testing.assert_array_equal(batch["input"][..., 0], batch["input"][..., 2])
+
+
+def test_rgba_loses_its_alpha_with_a_warning(tmp_path):
+  def rgba_pair(key):
+    a, b = writers.pair_images(key, channels=4)
+    return a, b[..., :3]
+  root = write_pairs(str(tmp_path / "rgba"), rgba_pair)
+  config = tiny_config(tmp_path / "cache", "paired_folder", root)
+  data, batch = first_batch(config)
+  assert any(w.startswith("train/A/0.png: has an alpha channel")
+             for w in data.report["warnings"])
+  assert batch["input"].shape == (1, 32, 32, 3)
+
+
+def test_16_bit_png_is_scaled_by_its_full_range(tmp_path):
+  levels = np.array([0, 32896, 65535], np.uint16)  # 0, 128 and 255 in 8 bits.
+
+  def deep_pair(key):
+    del key
+    image = np.repeat(levels, 40 // 3 + 1)[:40][None, :].repeat(40, 0).astype(np.uint16)
+    return image, image
+  root = write_pairs(str(tmp_path / "deep"), deep_pair)
+  with Image.open(os.path.join(root, "train", "A", "0.png")) as image:
+    assert image.mode == "I;16"
+  for channels in (1, 3):
+    config = tiny_config(tmp_path / "cache", "paired_folder", root,
+                         **{"data.preprocess": "crop", "model.input_channels": channels,
+                            "model.output_channels": channels})
+    _, batch = first_batch(config)
+    row = batch["input"][0, 0, :, 0]
+    assert row.min() == -1.0 and row.max() == 1.0
+    assert np.isclose(row, 128 / 127.5 - 1, atol=1e-3).any()
