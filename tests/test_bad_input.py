@@ -220,3 +220,13 @@ def test_cli_prepare_data_lists_bad_files_and_writes_the_report(tmp_path):
     assert name in result.stderr
   with open(workdir / "data_report.json") as f:
     assert json.load(f)["status"] == "error"
+
+
+def test_two_files_for_one_pair(tmp_path):
+  root = writers.write_aligned(str(tmp_path / "data"), {"train": 3, "test": 1})
+  a, b = writers.pair_images("dup")
+  writers.save(np.concatenate([a, b], axis=1), os.path.join(root, "train", "1.jpg"))
+  config = default.get_config("tiny")
+  config.data.update(source="paired_folder", path=root, cache_dir=str(tmp_path / "cache"))
+  assert "train/1.png: two aligned files for pair '1' (also train/1.jpg)" in problems_of(
+      config)

@@ -265,3 +265,17 @@ def test_16_bit_png_is_scaled_by_its_full_range(tmp_path):
     row = batch["input"][0, 0, :, 0]
     assert row.min() == -1.0 and row.max() == 1.0
     assert np.isclose(row, 128 / 127.5 - 1, atol=1e-3).any()
+
+
+def test_worker_processes_read_folder_sources(layout_roots, cache_dir):
+  config = layout_config("folders", layout_roots, cache_dir)
+  config.num_train_steps = 4
+  config.data.max_dataset_size = 5  # a Subset of the built source, sent to the worker.
+  sources = datasets.get_data_sources(config.data, seed=0)
+  expected = input_pipeline.create_train_dataset(config, sources)
+  config.data.num_workers = 1
+  with input_pipeline.train_batches(config, sources["train"], start_step=1) as batches:
+    for step in range(1, 4):
+      batch = next(batches)
+      for key in batch:
+        np.testing.assert_array_equal(batch[key], expected[step][key])

@@ -152,9 +152,9 @@ class _Lister:
 def _pairs_in(lister: _Lister, split: str, folder: str, rule: _Rule) -> list[Pair]:
   """The pairs of one split folder under `rule`."""
   if rule.layout == "aligned":
-    images = lister.images(folder) or []
-    return [Pair(f"{split}/{os.path.splitext(os.path.basename(p))[0]}", p, None)
-            for p in images]
+    keyed = lister.keyed(lister.images(folder) or [], pattern_regex("{}", "pattern"), None,
+                         "aligned")
+    return [Pair(f"{split}/{key}", keyed[key], None) for key in sorted(keyed, key=natural_key)]
   input_folder = os.path.join(folder, rule.input_dir)
   target_folder = os.path.join(folder, rule.target_dir)
   input_re = pattern_regex(rule.input_pattern, "input_pattern")
