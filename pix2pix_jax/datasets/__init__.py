@@ -233,7 +233,7 @@ def prepare(data_config: ml_collections.ConfigDict, seed: int) -> PreparedData:
   """Builds (once) and checks the dataset of `data_config.source`; raises DataError
   listing every bad file (data.on_bad_file=error) or leaves them out (skip)."""
   if data_config.source not in SOURCES:
-    raise ValueError(
+    raise configuration.ConfigError(
         f"Unknown data.source={data_config.source!r}; known: {', '.join(SOURCES)}.")
   return SOURCES[data_config.source](data_config, seed)
 

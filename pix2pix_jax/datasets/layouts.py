@@ -209,9 +209,22 @@ def _paired_folder_rule(folder: str, data: ml_collections.ConfigDict) -> _Rule:
 
 
 def _rain100_rule(folder: str) -> _Rule:
+  """rain-N / norain-N, in rain/ and norain/ if both exist, else side by side."""
   subfolders = all(os.path.isdir(os.path.join(folder, d)) for d in ("rain", "norain"))
   return _Rule("folders", *(("rain", "norain") if subfolders else ("", "")),
                input_pattern="rain-{}", target_pattern="norain-{}")
+
+
+_RAINDROP_RULE = _Rule("folders", "data", "gt", "{}_rain", "{}_clean")
+
+
+def _rule_for(folder: str, data: ml_collections.ConfigDict) -> _Rule:
+  """How the split folder `folder` of `data.source` holds its pairs."""
+  if data.source == "raindrop":
+    return _RAINDROP_RULE
+  if data.source == "rain100":
+    return _rain100_rule(folder)
+  return _paired_folder_rule(folder, data)
 
 
 class LayoutError(ValueError):
@@ -223,6 +236,7 @@ class LayoutError(ValueError):
 
 
 def data_root(data: ml_collections.ConfigDict) -> str:
+  """The absolute data.path."""
   return os.path.abspath(os.path.expanduser(data.path))
 
 
@@ -249,12 +263,7 @@ def scan(data: ml_collections.ConfigDict) -> Scan:
   splits, rules = {}, {}
   for split, folder in folders.items():
     try:
-      if data.source == "raindrop":
-        rule = _Rule("folders", "data", "gt", "{}_rain", "{}_clean")
-      elif data.source == "rain100":
-        rule = _rain100_rule(folder)
-      else:
-        rule = _paired_folder_rule(folder, data)
+      rule = _rule_for(folder, data)
     except LayoutError as e:
       lister.problems.append(e.problem)
       continue

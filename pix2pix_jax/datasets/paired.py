@@ -144,17 +144,16 @@ def fingerprint(scan: layouts.Scan, options: dict) -> str:
   return digest.hexdigest()
 
 
-def format_problems(scan: layouts.Scan, problems: list[layouts.Problem], source: str,
-                    on_bad_file: str) -> str:
+def format_problems(scan: layouts.Scan, problems: list[layouts.Problem], source: str
+                    ) -> str:
   """The DataError message: every problem on its own line, then what to do."""
   fatal = [p for p in problems if p.fatal]
   if fatal:
-    advice = "Fix the folder layout (data.on_bad_file=skip cannot skip a missing folder)."
-  elif on_bad_file == "error":
+    advice = ("Fix these (data.on_bad_file=skip cannot skip a missing or empty folder, "
+              "nor leave a split empty).")
+  else:
     advice = ("Fix or remove these files, or set data.on_bad_file=skip to train without "
               "them.")
-  else:
-    advice = "No usable pair is left."
   lines = "\n".join(f"  {p}" for p in problems)
   return (f"data.path={scan.root} (data.source={source}, layout {scan.layout or '?'}): "
           f"{len(problems)} problem(s); nothing was built. {advice}\n{lines}")
@@ -260,6 +259,7 @@ def config_name(source: str, scan: layouts.Scan, digest: str) -> str:
 
 
 def problems_report(scan: layouts.Scan, data, problems, warnings=()) -> dict:
+  """The data_report.json of a dataset that cannot be built."""
   return {"source": data.source, "path": scan.root, "layout": scan.layout,
           "on_bad_file": data.on_bad_file, "status": "error",
           "problems": [str(p) for p in problems], "warnings": list(warnings),
@@ -283,7 +283,7 @@ def check_and_configure(data: ml_collections.ConfigDict, scan: layouts.Scan, dig
       problems.append(layouts.Problem(split + "/", "no usable pair in this split",
                                       fatal=True))
   if problems and (data.on_bad_file == "error" or any(p.fatal for p in problems)):
-    raise DataError(format_problems(scan, problems, data.source, data.on_bad_file),
+    raise DataError(format_problems(scan, problems, data.source),
                     report=problems_report(scan, data, problems, checked.warnings))
   report = {
       "source": data.source, "path": scan.root, "layout": scan.layout,
