@@ -71,6 +71,10 @@ def validate_data_choices(data: ml_collections.ConfigDict) -> None:
     _check(data[key].count("{}") == 1,
            f"data.{key}={data[key]!r} must contain '{{}}' once (where the part of the file "
            "name that a pair shares goes, e.g. 'rain-{}').")
+  _check((data.input_dir, data.input_pattern) != (data.target_dir, data.target_pattern),
+         f"data.input_dir and data.target_dir are both {data.input_dir!r} with the same "
+         f"pattern {data.input_pattern!r}: each file would be its own partner; give the "
+         "inputs and targets different folders or patterns (e.g. 'rain-{}', 'norain-{}').")
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -18,6 +18,7 @@ import dataset_writers as writers
 from configs import default
 from pix2pix_jax import configuration
 from pix2pix_jax import datasets
+from pix2pix_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -230,3 +231,24 @@ def test_two_files_for_one_pair(tmp_path):
   config.data.update(source="paired_folder", path=root, cache_dir=str(tmp_path / "cache"))
   assert "train/1.png: two aligned files for pair '1' (also train/1.jpg)" in problems_of(
       config)
+
+
+def test_training_on_bad_data_stops_before_writing_anything(tmp_path):
+  config, root = folders_config(tmp_path)
+  truncate(os.path.join(root, "train", "B", "1.png"))
+  with pytest.raises(configuration.DataError, match="train/B/1.png"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run")
+
+
+def test_input_and_target_cannot_be_the_same_files(tmp_path):
+  config, _ = folders_config(tmp_path, **{"data.target_dir": "A"})
+  with pytest.raises(configuration.ConfigError, match="its own partner"):
+    configuration.validate(config)
+
+
+def test_preprocess_none_needs_crop_size_images(tmp_path):
+  config, _ = folders_config(tmp_path, **{"data.preprocess": "none"})
+  message = problems_of_prepared(config)
+  assert "6 image(s) cannot be preprocessed" in message
+  assert "train/A/0.png: image is 40x40; data.preprocess='none' needs exactly" in message
