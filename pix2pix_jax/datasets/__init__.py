@@ -130,10 +130,25 @@ def _synthetic_rain(data_config: ml_collections.ConfigDict, seed: int) -> Prepar
   cache_dir = os.path.expanduser(data_config.cache_dir)
   sources = _image_bytes_sources(
       build_once(synthetic_rain.SyntheticRain, builder_config, cache_dir))
-  return PreparedData(sources, {
+  size = int(data_config.synthetic.image_size)
+  why = too_small(size, size, data_config)
+  if why:
+    raise configuration.ConfigError(f"data.synthetic.image_size={size}: {why}.")
+  return _limit_train(PreparedData(sources, {
       "source": "synthetic_rain", "path": data_config.path, "status": "ok",
       "dataset": builder_config.name,
-      "splits": {split: len(source) for split, source in sources.items()}})
+      "splits": {split: len(source) for split, source in sources.items()}}), data_config)
+
+
+def _limit_train(data: PreparedData, data_config: ml_collections.ConfigDict
+                 ) -> PreparedData:
+  """Cuts the training set to data.max_dataset_size (if > 0); notes it in the report."""
+  limit = data_config.max_dataset_size
+  if limit > 0 and len(data.sources["train"]) > limit:
+    data.sources["train"] = Subset(data.sources["train"], range(limit))
+    data.report["max_dataset_size"] = limit
+  data.report["used"] = {split: len(source) for split, source in data.sources.items()}
+  return data
 
 
 def too_small(height: int, width: int, data_config: ml_collections.ConfigDict) -> str:
@@ -184,11 +199,7 @@ def _select(built: Mapping[str, Any], report: dict, data_config: ml_collections.
     if not len(sources.get(split, ())):
       raise DataError(f"data.path={report['path']}: no usable {split} example is left.",
                       report=dict(report, status="error"))
-  if data_config.max_dataset_size > 0 and len(sources["train"]) > data_config.max_dataset_size:
-    sources["train"] = Subset(sources["train"], range(data_config.max_dataset_size))
-    report["max_dataset_size"] = data_config.max_dataset_size
-  report["used"] = {split: len(source) for split, source in sources.items()}
-  return PreparedData(sources, report)
+  return _limit_train(PreparedData(sources, report), data_config)
 
 
 def _paired(data_config: ml_collections.ConfigDict, seed: int) -> PreparedData:
