@@ -47,6 +47,16 @@ def write_folders(root: str, counts: dict[str, int], *, input_dir="A", target_di
   return root
 
 
+def write_split_inside_folders(root: str, counts: dict[str, int]) -> str:
+  """root/A/<split>/<i>.png and root/B/<split>/<i>.png (the reference's combine_A_and_B)."""
+  for split, count in counts.items():
+    for i in range(count):
+      a, b = pair_images(f"{split}{i}")
+      save(a, os.path.join(root, "A", split, f"{i}.png"))
+      save(b, os.path.join(root, "B", split, f"{i}.png"))
+  return root
+
+
 def write_raindrop(root: str, counts=None) -> str:
   """Qian et al.: <split>/data/<i>_rain.png|jpg and <split>/gt/<i>_clean.png|jpg."""
   counts = counts or {"train": 6, "test_a": 3, "test_b": 2}

@@ -44,6 +44,9 @@ LAYOUTS = {
         r, {"": 10}, ext="jpg"), {"data.layout": "aligned"}, {"train": 9, "test": 1}),
     "folders": ("paired_folder", lambda r: writers.write_folders(
         r, {"train": 6, "test": 2}), {}, {"train": 6, "test": 2}),
+    "folders_with_splits_inside": ("paired_folder", lambda r: (
+        writers.write_split_inside_folders(r, {"train": 5, "val": 1, "test": 2})), {},
+        {"train": 5, "val": 1, "test": 2}),
     "folders_renamed": ("paired_folder", lambda r: writers.write_folders(
         r, {"": 8}, input_dir="input", target_dir="target", input_name="rain-{}",
         target_name="norain-{}"),

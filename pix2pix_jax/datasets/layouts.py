@@ -8,7 +8,9 @@ files are ignored. The layouts:
   aligned   (paired_folder) one image per pair, A left and B right (the pix2pix format),
             in split folders train/ val/ test/ (or directly in data.path).
   folders   (paired_folder) two folders, data.input_dir and data.target_dir (A/ and B/),
-            in each split folder (or directly in data.path); files are matched by stem,
+            in each split folder (or directly in data.path, or holding the split
+            folders: A/train/, B/train/, as the reference's combine_A_and_B); files are
+            matched by stem,
             through data.input_pattern / data.target_pattern ("rain-{}" <-> "norain-{}").
   raindrop  Qian et al. 2018: train/ test_a/ test_b/, each with data/ (N_rain.*) and
             gt/ (N_clean.*).
@@ -235,6 +237,19 @@ class LayoutError(ValueError):
     self.problem = problem
 
 
+def _splits_inside_folders(root: str, data: ml_collections.ConfigDict,
+                           split_names: dict[str, str]) -> dict[str, _Rule]:
+  """paired_folder's A/train/, B/train/, ... (the reference's combine_A_and_B input):
+  split -> rule, or {} if data.input_dir holds no split folders."""
+  if data.source != "paired_folder" or data.layout == "aligned":
+    return {}
+  return {split: _Rule("folders", os.path.join(data.input_dir, name),
+                       os.path.join(data.target_dir, name), data.input_pattern,
+                       data.target_pattern)
+          for split, name in split_names.items()
+          if os.path.isdir(os.path.join(root, data.input_dir, name))}
+
+
 def data_root(data: ml_collections.ConfigDict) -> str:
   """The absolute data.path."""
   return os.path.abspath(os.path.expanduser(data.path))
@@ -254,7 +269,10 @@ def scan(data: ml_collections.ConfigDict) -> Scan:
     split_names = {"train": "train", "val": "val", "test": "test"}
     required = ("train",)
   folders = _split_folders(root, split_names)
-  if not folders and data.source != "raindrop":
+  inner_rules = {} if folders else _splits_inside_folders(root, data, split_names)
+  if inner_rules:
+    folders = {split: root for split in inner_rules}
+  elif not folders and data.source != "raindrop":
     folders = {"train": root}  # no split folders: one pool, test held out.
   for split in required:
     if split not in folders:
@@ -263,7 +281,7 @@ def scan(data: ml_collections.ConfigDict) -> Scan:
   splits, rules = {}, {}
   for split, folder in folders.items():
     try:
-      rule = _rule_for(folder, data)
+      rule = inner_rules.get(split) or _rule_for(folder, data)
     except LayoutError as e:
       lister.problems.append(e.problem)
       continue
