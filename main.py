@@ -2,12 +2,14 @@
 
 `--mode=train` (the default) trains or resumes; `--mode=import_torch --torch_generator=G.pth
 [--torch_discriminator=D.pth]` writes a workdir from the PyTorch reference's weights, which
-training then fine-tunes.
+training then fine-tunes; `--mode=prepare_data` builds and checks the config's dataset without
+training, prints its report (JSON) and, given a --workdir, writes it to W/data_report.json.
 
 Flags set the run; the config (ml_collections, `--config.KEY=VALUE` to override) sets the model,
 data and schedule. All work is done by library functions that the tests call directly.
 """
 
+import json
 import sys
 
 from absl import app
@@ -17,20 +19,40 @@ import jax
 from ml_collections import config_flags
 
 from pix2pix_jax import configuration
+from pix2pix_jax import datasets
 from pix2pix_jax import parallel
 from pix2pix_jax import torch_import
 from pix2pix_jax import train
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and the run's config.")
-flags.DEFINE_enum("mode", "train", ["train", "import_torch"], "What to do with the workdir.")
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and the run's config "
+                    "(train, import_torch: required; prepare_data: optional, gets "
+                    "data_report.json).")
+flags.DEFINE_enum("mode", "train", ["train", "prepare_data", "import_torch"],
+                  "train: train (or resume) into the workdir; prepare_data: build and check "
+                  "the dataset only; import_torch: a workdir from PyTorch reference weights.")
 flags.DEFINE_string("torch_generator", None,
                     "--mode=import_torch: the reference's generator state_dict (latest_net_G.pth).")
 flags.DEFINE_string("torch_discriminator", None,
                     "--mode=import_torch: the reference's discriminator state_dict (optional).")
 config_flags.DEFINE_config_file(
     "config", "configs/default.py", "A config file (`path.py[:variant]`).", lock_config=True)
-flags.mark_flags_as_required(["workdir"])
+
+
+def prepare_data(config, workdir):
+  """Builds and checks the dataset; prints the report; exits 1 listing bad files."""
+  try:
+    data = datasets.prepare(config.data, seed=config.seed)
+  except configuration.DataError as e:
+    if workdir and e.report:
+      datasets.write_report(workdir, e.report)
+    logging.error("%s", e)
+    sys.exit(1)
+  except configuration.ConfigError as e:
+    raise app.UsageError(str(e)) from None
+  if workdir:
+    datasets.write_report(workdir, data.report)
+  print(json.dumps(data.report, indent=1))
 
 
 def main(argv):
@@ -39,6 +61,8 @@ def main(argv):
   config = FLAGS.config
   if FLAGS.mode != "import_torch" and (FLAGS.torch_generator or FLAGS.torch_discriminator):
     raise app.UsageError("--torch_generator / --torch_discriminator need --mode=import_torch.")
+  if FLAGS.mode in ("train", "import_torch") and not FLAGS.workdir:
+    raise app.UsageError(f"--workdir is required for --mode={FLAGS.mode}.")
   try:
     configuration.validate(config)
     if FLAGS.mode == "train":
@@ -50,9 +74,14 @@ def main(argv):
     return
   logging.info("JAX devices: %s (process %d of %d).", jax.devices(), jax.process_index(),
                jax.process_count())
-  if FLAGS.mode == "train":
+  if FLAGS.mode == "prepare_data":
+    prepare_data(config, FLAGS.workdir)
+  elif FLAGS.mode == "train":
     try:
       train.train_and_evaluate(config, FLAGS.workdir)
+    except configuration.DataError as e:
+      logging.error("%s", e)
+      sys.exit(1)
     except configuration.ConfigError as e:
       raise app.UsageError(str(e)) from None
     except train.NonFiniteError as e:

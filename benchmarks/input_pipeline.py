@@ -1,6 +1,7 @@
 """Input pipeline throughput: `python benchmarks/input_pipeline.py [--num_train=64]`.
 
-Builds (or reuses) a small synthetic_rain dataset at the default image size, then reads
+Builds (or reuses) a small synthetic_rain dataset at the default image size (or reads
+your own: `--source=paired_folder --path=DIR`, any `data.source`), then reads
 training batches with the default preprocessing (286 -> random 256 crop, flip) from the
 main process (num_workers=0) and from one grain worker process. Prints one JSON line
 per setting: {"num_workers", "batch_size", "examples_per_s", ...}.
@@ -22,6 +23,9 @@ from pix2pix_jax import input_pipeline
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("cache_dir", None, "Dataset cache (default: the config's).")
+flags.DEFINE_string("source", "synthetic_rain", "data.source to read.")
+flags.DEFINE_string("path", "", "data.path (the dataset's folder for folder sources).")
+flags.DEFINE_string("preprocess", "resize_and_crop", "data.preprocess.")
 flags.DEFINE_integer("num_train", 64, "Training examples to build.")
 flags.DEFINE_integer("batch_size", 1, "Global batch size (the paper's is 1).")
 flags.DEFINE_integer("num_batches", 100, "Batches timed per setting, after 5 warm-up ones.")
@@ -45,6 +49,7 @@ def main(argv):
   config.batch_size = FLAGS.batch_size
   config.data.synthetic.num_train = FLAGS.num_train
   config.data.synthetic.num_test = 4
+  config.data.update(source=FLAGS.source, path=FLAGS.path, preprocess=FLAGS.preprocess)
   if FLAGS.cache_dir:
     config.data.cache_dir = FLAGS.cache_dir
   sources = datasets.get_data_sources(config.data, seed=config.seed)
@@ -52,6 +57,7 @@ def main(argv):
     config.data.num_workers = num_workers
     seconds = time_batches(config, sources["train"], FLAGS.num_batches)
     print(json.dumps({
+        "source": config.data.source, "preprocess": config.data.preprocess,
         "num_workers": num_workers, "batch_size": config.batch_size,
         "crop_size": config.data.crop_size, "prefetch": config.data.prefetch,
         "examples_per_s": round(FLAGS.num_batches * config.batch_size / seconds, 1),

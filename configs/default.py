@@ -24,13 +24,31 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.num_image_summaries = 4  # test images in the TensorBoard grid.
 
   config.data = data = ml_collections.ConfigDict()
+  # synthetic_rain | paired_folder | raindrop | rain100 (README "Your own data").
   data.source = "synthetic_rain"
-  data.path = ""  # synthetic_rain: a folder of clean photos ("" = scikit-image's photos).
+  # synthetic_rain: a folder of clean photos ("" = scikit-image's photos); the other
+  # sources: the dataset's folder.
+  data.path = ""
   data.cache_dir = "~/.cache/pix2pix_jax"  # built datasets live here, never in the workdir.
   data.load_size = 286  # resize to this, then random-crop crop_size (the paper's jitter).
   data.crop_size = 256
   data.flip = True
   data.direction = "AtoB"  # A (rainy) is the input, B (clean) the target.
+  # resize_and_crop (load_size, then a random crop_size crop) | crop (random crop_size
+  # crop, no resize) | scale_width (width to load_size, then crop) | none (as stored:
+  # images must be crop_size square).
+  data.preprocess = "resize_and_crop"
+  data.max_dataset_size = 0  # > 0: train on the first N training pairs only.
+  # paired_folder: auto | aligned (A|B side by side) | folders (input_dir/, target_dir/).
+  data.layout = "auto"
+  data.input_dir = "A"  # layout folders: the input and target folders' names ...
+  data.target_dir = "B"
+  data.input_pattern = "{}"  # ... and file stems: "rain-{}" pairs with "norain-{}".
+  data.target_pattern = "{}"
+  data.test_split = "test_a"  # raindrop: test_a | test_b.
+  data.test_fraction = 0.1  # held out for test where a dataset has no test split.
+  data.on_bad_file = "error"  # error (stop, listing every bad file) | skip (log, report).
+  data.allow_size_mismatch = False  # True: resize a pair's target to its input's size.
   data.num_workers = 0  # grain worker processes (0 = read in the main process).
   data.prefetch = 2  # batches read ahead of the step.
   data.synthetic = synthetic = ml_collections.ConfigDict()

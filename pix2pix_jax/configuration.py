@@ -7,12 +7,27 @@ from pix2pix_jax import losses
 from pix2pix_jax import models
 
 DIRECTIONS = ("AtoB", "BtoA")
+PREPROCESS = ("resize_and_crop", "crop", "scale_width", "none")
+LAYOUTS = ("auto", "aligned", "folders")
+ON_BAD_FILE = ("error", "skip")
+TEST_SPLITS = ("test_a", "test_b")
 NORM_MODES = ("paper", "running")
 DTYPES = ("float32", "bfloat16")
 
 
 class ConfigError(ValueError):
   """A config value that cannot work; the message names the key and says what would."""
+
+
+class DataError(ConfigError):
+  """Input data that cannot be used; the message lists every problem with its file.
+
+  `report` holds the same problems as data (see `datasets.prepare`), for data_report.json.
+  """
+
+  def __init__(self, message: str, report: dict | None = None):
+    super().__init__(message)
+    self.report = report or {}
 
 
 def _check(ok: bool, message: str):
@@ -29,9 +44,9 @@ def lookup(tree, dotted_key: str):
   return tree
 
 
-def _one_of(config, key: str, allowed):
+def _one_of(config, key: str, allowed, prefix: str = ""):
   value = lookup(config, key)
-  _check(value in allowed, f"{key}={value!r} is not one of {tuple(allowed)}.")
+  _check(value in allowed, f"{prefix}{key}={value!r} is not one of {tuple(allowed)}.")
 
 
 def discriminator_output_size(crop_size: int, d_layers: int) -> int:
@@ -44,6 +59,26 @@ def discriminator_output_size(crop_size: int, d_layers: int) -> int:
   return size - 2  # two 4x4 stride-1 pad-1 convs each take one pixel off.
 
 
+def validate_data_choices(data: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError on a data.* value that is not a known choice (no file is read)."""
+  for key, allowed in (("preprocess", PREPROCESS), ("layout", LAYOUTS),
+                       ("on_bad_file", ON_BAD_FILE), ("test_split", TEST_SPLITS),
+                       ("direction", DIRECTIONS)):
+    _one_of(data, key, allowed, prefix="data.")
+  _check(0 < data.test_fraction < 1,
+         f"data.test_fraction={data.test_fraction} must be in (0, 1).")
+  _check(data.max_dataset_size >= 0,
+         f"data.max_dataset_size={data.max_dataset_size} must be >= 0 (0: all).")
+  for key in ("input_pattern", "target_pattern"):
+    _check(data[key].count("{}") == 1,
+           f"data.{key}={data[key]!r} must contain '{{}}' once (where the part of the file "
+           "name that a pair shares goes, e.g. 'rain-{}').")
+  _check((data.input_dir, data.input_pattern) != (data.target_dir, data.target_pattern),
+         f"data.input_dir and data.target_dir are both {data.input_dir!r} with the same "
+         f"pattern {data.input_pattern!r}: each file would be its own partner; give the "
+         "inputs and targets different folders or patterns (e.g. 'rain-{}', 'norain-{}').")
+
+
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ConfigError on the first invalid value; returns the config unchanged."""
   for key in ("num_train_steps", "batch_size", "log_every_steps", "checkpoint_every_steps"):
@@ -52,7 +87,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _one_of(config, "model.norm", models.NORMS)
   _one_of(config, "model.dropout_placement", models.DROPOUT_PLACEMENTS)
   _one_of(config, "loss.gan", losses.GAN_LOSSES)
-  _one_of(config, "data.direction", DIRECTIONS)
+  validate_data_choices(config.data)
   _one_of(config, "inference.norm_mode", NORM_MODES)
   _one_of(config, "model.conv_impl", conv_ops.CONV_IMPLS)
   _one_of(config, "model.dtype", DTYPES)

@@ -7,9 +7,11 @@ contiguous part [t*B + i*B/P, t*B + (i+1)*B/P). The random crop and flip of posi
 p come from a generator seeded with (seed, p). So the batch of a step is the same
 whatever the device, process or worker count, and resuming at step s is `ds[s:]`.
 
-Preprocessing follows the reference's aligned dataset: resize A and B to load_size
-(PIL bicubic), the same random crop_size crop and horizontal flip for both, scale to
-float32 [-1, 1]. Test images are resized to crop_size (no crop, no flip).
+Preprocessing follows the reference's aligned dataset (data.preprocess): resize A and
+B to load_size (`resize_and_crop`, PIL bicubic), or their width to load_size
+(`scale_width`), or not at all (`crop`, `none`); then the same random crop_size crop
+and horizontal flip for both; scale to float32 [-1, 1]. Test images are brought to
+crop_size without randomness (see `eval_geometry`).
 
 A batch: {'input': float32 (b, crop, crop, C), 'target': float32 (b, crop, crop, C),
 'index': int32 (b,)}, with index the global position (train) or example index (test).
@@ -31,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 DIRECTIONS = ("AtoB", "BtoA")
+PREPROCESS = ("resize_and_crop", "crop", "scale_width", "none")
 # Separate random streams derived from config.seed.
 _ORDER_STREAM = 0
 _AUGMENT_STREAM = 1
@@ -76,8 +79,16 @@ def global_position(local_position: int, *, batch_size: int, process_index: int,
 # Per-example preprocessing.
 
 
+_HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I")  # grayscale of > 8 bits.
+
+
 def decode(image: Any, channels: int) -> Image.Image:
-  """A PIL image with `channels` (1 or 3) from encoded bytes, an array or a PIL image."""
+  """A PIL image with `channels` (1 or 3) from encoded bytes, an array or a PIL image.
+
+  Grayscale is expanded to RGB for 3 channels and colour turned grey for 1; alpha is
+  dropped. 16-bit grayscale (PNG/TIFF) is scaled by its full range 65535 to [0, 255]
+  and kept in float ('F') for 1 channel (rounded to 8 bits when expanded to 3).
+  """
   if isinstance(image, (bytes, np.bytes_)):
     image = Image.open(io.BytesIO(image))
   elif isinstance(image, np.ndarray):
@@ -88,26 +99,54 @@ def decode(image: Any, channels: int) -> Image.Image:
   mode = {1: "L", 3: "RGB"}.get(channels)
   if mode is None:
     raise ValueError(f"model.input_channels/output_channels={channels}: must be 1 or 3.")
+  if image.mode in _HIGH_BIT_DEPTH_MODES:
+    scaled = np.asarray(image, np.float32) * np.float32(255 / 65535)
+    if channels == 1:
+      return Image.fromarray(scaled, mode="F")
+    image = Image.fromarray(np.clip(np.round(scaled), 0, 255).astype(np.uint8))
   return image if image.mode == mode else image.convert(mode)
 
 
-def resize(image: Image.Image, size: int) -> np.ndarray:
-  """uint8 (size, size, C) array of `image` resized with PIL bicubic (as the reference)."""
-  if image.size != (size, size):
-    image = image.resize((size, size), Image.BICUBIC)
+def to_array(image: Image.Image) -> np.ndarray:
+  """(H, W, C) array of a PIL image (uint8, or float32 for 'F')."""
   array = np.asarray(image)
   return array[..., None] if array.ndim == 2 else array
 
 
+def resize(image: Image.Image, size: int | tuple[int, int]) -> np.ndarray:
+  """(H, W, C) array of `image` resized to `size` (side, or (width, height)) with PIL
+  bicubic, as the reference."""
+  size = (size, size) if isinstance(size, int) else size
+  if image.size != size:
+    image = image.resize(size, Image.BICUBIC)
+  return to_array(image)
+
+
+def scale_width_size(width: int, height: int, target_width: int, min_height: int
+                     ) -> tuple[int, int]:
+  """(width, height) for `scale_width`: width to target_width, aspect kept, height at
+  least min_height (the reference's rule, so that a crop always fits)."""
+  return target_width, max(int(round(target_width * height / width)), min_height)
+
+
 def to_float(image: np.ndarray) -> np.ndarray:
-  """uint8 [0, 255] -> float32 [-1, 1]."""
+  """[0, 255] (uint8, or float32 from 16-bit data) -> float32 [-1, 1]."""
   return image.astype(np.float32) * np.float32(1 / 127.5) - np.float32(1.0)
+
+
+def center_crop(image: np.ndarray, size: int) -> np.ndarray:
+  """The central size x size part of an (H, W, C) array at least that large."""
+  h, w = image.shape[:2]
+  top, left = (h - size) // 2, (w - size) // 2
+  return image[top:top + size, left:left + size]
 
 
 def random_crop_flip(images: list[np.ndarray], rng: np.random.Generator, *,
                      crop_size: int, flip: bool) -> list[np.ndarray]:
   """The same random crop (and horizontal flip, if `flip`) of each equal-sized image."""
   h, w = images[0].shape[:2]
+  if min(h, w) < crop_size:
+    raise ValueError(f"An image of {w}x{h} is smaller than data.crop_size={crop_size}.")
   top = int(rng.integers(0, h - crop_size + 1))
   left = int(rng.integers(0, w - crop_size + 1))
   mirror = flip and rng.random() < 0.5
@@ -126,6 +165,7 @@ class Preprocessing:
   load_size: int
   crop_size: int
   flip: bool
+  preprocess: str
   direction: str
   input_channels: int
   output_channels: int
@@ -133,6 +173,8 @@ class Preprocessing:
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "Preprocessing":
     data, model = config.data, config.model
+    if data.get("preprocess", "resize_and_crop") not in PREPROCESS:
+      raise ValueError(f"data.preprocess={data.preprocess!r} is not one of {PREPROCESS}.")
     if data.direction not in DIRECTIONS:
       raise ValueError(f"data.direction={data.direction!r} is not one of {DIRECTIONS}.")
     if not 0 < data.crop_size <= data.load_size:
@@ -140,6 +182,7 @@ class Preprocessing:
                        f"{data.load_size}].")
     return cls(seed=int(config.seed), load_size=int(data.load_size),
                crop_size=int(data.crop_size), flip=bool(data.flip),
+               preprocess=data.get("preprocess", "resize_and_crop"),
                direction=data.direction, input_channels=int(model.input_channels),
                output_channels=int(model.output_channels))
 
@@ -151,10 +194,32 @@ def _input_target(example: Mapping[str, Any], prep: Preprocessing):
           decode(example[target_key], prep.output_channels))
 
 
+def train_geometry(image: Image.Image, prep: Preprocessing) -> np.ndarray:
+  """The training resize of data.preprocess (before the random crop)."""
+  if prep.preprocess == "resize_and_crop":
+    return resize(image, prep.load_size)
+  if prep.preprocess == "scale_width":
+    return resize(image, scale_width_size(*image.size, prep.load_size, prep.crop_size))
+  return to_array(image)  # crop, none: as stored.
+
+
+def eval_geometry(image: Image.Image, prep: Preprocessing) -> np.ndarray:
+  """A test image at crop_size x crop_size, deterministic: `resize_and_crop` resizes to
+  crop_size, `scale_width` scales the width to crop_size and crops the centre, `crop`
+  crops the centre, `none` keeps the image (crop_size square)."""
+  if prep.preprocess == "resize_and_crop":
+    return resize(image, prep.crop_size)
+  if prep.preprocess == "scale_width":
+    image = resize(image, scale_width_size(*image.size, prep.crop_size, prep.crop_size))
+  else:
+    image = to_array(image)
+  return center_crop(image, prep.crop_size)
+
+
 def train_example(position: int, *, source, prep: Preprocessing) -> dict[str, np.ndarray]:
   """The preprocessed training example at global example position `position`."""
   example = source[example_index(position, len(source), prep.seed)]
-  images = [resize(image, prep.load_size) for image in _input_target(example, prep)]
+  images = [train_geometry(image, prep) for image in _input_target(example, prep)]
   rng = np.random.default_rng([prep.seed, _AUGMENT_STREAM, position])
   inputs, target = random_crop_flip(images, rng, crop_size=prep.crop_size, flip=prep.flip)
   return {"input": to_float(inputs), "target": to_float(target),
@@ -162,8 +227,8 @@ def train_example(position: int, *, source, prep: Preprocessing) -> dict[str, np
 
 
 def eval_example(index: int, *, source, prep: Preprocessing) -> dict[str, np.ndarray]:
-  """The test example `index`, resized to crop_size (no crop, no flip)."""
-  inputs, target = (resize(image, prep.crop_size)
+  """The test example `index` at crop_size (see `eval_geometry`; no flip)."""
+  inputs, target = (eval_geometry(image, prep)
                     for image in _input_target(source[index], prep))
   return {"input": to_float(inputs), "target": to_float(target),
           "index": np.int32(index)}

@@ -327,8 +327,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   configuration.validate(config)
   parallel.check_batch_size(config.batch_size)
   writers.quiet_library_logs()
+  # The data first: a bad file stops the run before anything is written.
+  data = datasets.prepare(config.data, seed=config.seed)
   workdir = checkpoints.prepare_workdir(workdir, config)
-  sources = datasets.get_data_sources(config.data, seed=config.seed)
+  datasets.write_report(workdir, data.report)
+  sources = data.sources
 
   pix2pix = Pix2Pix.from_config(config)
   manager = checkpoints.create_manager(workdir, config)

@@ -187,3 +187,72 @@ def test_worker_processes_give_the_same_batches(cache_dir, sources):
   with input_pipeline.train_batches(config, sources["train"], start_step=5) as batches:
     for step in range(5, 9):
       assert_batches_equal(next(batches), expected[step])
+
+
+# ------------------------------------------------------------------ data.preprocess
+
+
+def wide_source(num_examples=3, height=40, width=60):
+  """A list source of random (height, width) images with A == B."""
+  rng = np.random.default_rng(1)
+  return [{"A": png(a), "B": png(a), "name": f"w{i}".encode()} for i, a in enumerate(
+      rng.integers(0, 256, size=(num_examples, height, width, 3), dtype=np.uint8))]
+
+
+def to_uint8(image):
+  return np.round((image + 1) * 127.5).astype(np.uint8)
+
+
+def is_window_of(window, image):
+  """Whether `window` (h, w, C) is a sub-array of `image`, possibly mirrored."""
+  h, w = window.shape[:2]
+  for candidate in (image, image[:, ::-1]):
+    for top in range(candidate.shape[0] - h + 1):
+      for left in range(candidate.shape[1] - w + 1):
+        if np.array_equal(candidate[top:top + h, left:left + w], window):
+          return True
+  return False
+
+
+def test_preprocess_crop_takes_windows_of_the_stored_image(tmp_path):
+  config = tiny_config(tmp_path, **{"data.preprocess": "crop"})
+  source = wide_source()
+  originals = [np.asarray(Image.open(io.BytesIO(e["A"]))) for e in source]
+  batch = input_pipeline.create_train_dataset(config, source)[0]
+  assert batch["input"].shape == (8, 32, 32, 3)
+  np.testing.assert_array_equal(batch["input"], batch["target"])
+  for position, image in zip(batch["index"], batch["input"]):
+    original = originals[input_pipeline.example_index(int(position), len(source), 0)]
+    assert is_window_of(to_uint8(image), original)
+  (test,) = input_pipeline.eval_batches(config, source[:1], batch_size=1)
+  np.testing.assert_array_equal(to_uint8(test["input"][0]), originals[0][4:36, 14:46])
+
+
+def test_preprocess_scale_width_keeps_the_aspect(tmp_path):
+  config = tiny_config(tmp_path, **{"data.preprocess": "scale_width",
+                                    "data.load_size": 48})
+  assert input_pipeline.scale_width_size(60, 40, 48, 32) == (48, 32)
+  assert input_pipeline.scale_width_size(60, 20, 48, 32) == (48, 32)  # at least the crop.
+  assert input_pipeline.scale_width_size(40, 60, 48, 32) == (48, 72)
+  source = wide_source()
+  batch = input_pipeline.create_train_dataset(config, source)[0]
+  assert batch["input"].shape == (8, 32, 32, 3)
+  (test,) = input_pipeline.eval_batches(config, source, batch_size=3)
+  assert test["input"].shape == (3, 32, 32, 3)
+
+
+def test_preprocess_none_uses_the_stored_image(tmp_path):
+  config = tiny_config(tmp_path, **{"data.preprocess": "none"})
+  source = wide_source(height=32, width=32)
+  originals = [np.asarray(Image.open(io.BytesIO(e["A"]))) for e in source]
+  batch = input_pipeline.create_train_dataset(config, source)[1]
+  for position, image in zip(batch["index"], batch["input"]):
+    original = originals[input_pipeline.example_index(int(position), len(source), 0)]
+    assert (np.array_equal(to_uint8(image), original)
+            or np.array_equal(to_uint8(image), original[:, ::-1]))
+
+
+def test_unknown_preprocess_is_an_error(tmp_path):
+  config = tiny_config(tmp_path, **{"data.preprocess": "zoom"})
+  with pytest.raises(ValueError, match="data.preprocess='zoom'"):
+    input_pipeline.Preprocessing.from_config(config)

@@ -176,3 +176,15 @@ def test_unknown_source_lists_the_known_ones(tmp_path):
   data_config.source = "paired_folders_typo"
   with pytest.raises(ValueError, match="paired_folders_typo.*synthetic_rain"):
     datasets.get_data_sources(data_config, seed=0)
+
+
+def test_max_dataset_size_and_preprocess_none(built):
+  data_config, _ = built
+  data_config = data_config.copy_and_resolve_references()
+  data_config.max_dataset_size = 2
+  data = datasets.prepare(data_config, seed=0)
+  assert len(data.sources["train"]) == 2 and len(data.sources["test"]) == 3
+  assert data.report["used"] == {"train": 2, "test": 3}
+  data_config.preprocess = "none"  # needs images of crop_size; they are image_size.
+  with pytest.raises(ValueError, match="data.synthetic.image_size=36"):
+    datasets.prepare(data_config, seed=0)
