@@ -64,6 +64,12 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.inference = inference = ml_collections.ConfigDict()
   inference.norm_mode = "paper"  # paper (batch stats + dropout, as the reference) | running
 
+  # Any-size inference (predict, eval, the Translator): images larger than tile_size on a side
+  # are translated in overlapping tiles (running mode only), blended over `overlap` pixels.
+  config.predict = predict = ml_collections.ConfigDict()
+  predict.tile_size = 1024  # a multiple of 2**model.num_downs.
+  predict.overlap = 64
+
   if variant:
     _apply_variant(config, variant)
   return config
