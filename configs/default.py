@@ -22,6 +22,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 5_000
   config.checkpoint_keep = 3
   config.num_image_summaries = 4  # test images in the TensorBoard grid.
+  # Validation on the first eval_examples test pairs every eval_every_steps (0 = off): val_*
+  # metrics in the logs, the best generator by Y-PSNR kept in W/best (--checkpoint=best).
+  config.eval_every_steps = 5_000
+  config.eval_examples = 16
 
   config.data = data = ml_collections.ConfigDict()
   data.source = "synthetic_rain"
@@ -83,6 +87,8 @@ def _apply_variant(config, variant):
     config.log_every_steps = 5
     config.checkpoint_every_steps = 100
     config.num_image_summaries = 2
+    config.eval_every_steps = 100
+    config.eval_examples = 4
     config.data.load_size = 36
     config.data.crop_size = 32
     config.data.synthetic.image_size = 36

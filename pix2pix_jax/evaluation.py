@@ -9,6 +9,7 @@
   index.html      a sortable gallery input | output | target with per-image metrics
   images/         the PNGs the gallery shows
 `predict_path(translator, input, output)` translates a file or a folder of images.
+`Validator` scores a fixed test subset during training and keeps the best weights in W/best.
 """
 
 import csv
@@ -20,10 +21,14 @@ import sys
 from typing import Any, Iterator, Mapping, Optional
 
 from absl import logging
+from etils import epath
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from PIL import Image
 import tqdm
 
+from pix2pix_jax import checkpoints
 from pix2pix_jax import datasets
 from pix2pix_jax import input_pipeline
 from pix2pix_jax import metrics
@@ -242,3 +247,75 @@ def predict_path(translator: translator_lib.Translator, input_path: str, output_
       written.append(destination)
       progress.update()
   return written, failed
+
+
+BEST_DIR = "best"  # W/best: a weights-only workdir holding the best validation checkpoint.
+
+
+class Validator:
+  """In-training validation: metrics on a fixed subset of the test split, best kept apart.
+
+  Each call translates the first `eval_examples` test pairs (at their own resolution, in
+  config.inference.norm_mode), writes `val_*` scalars through `writer`, and when the mean
+  Y-PSNR beats the best so far saves the generator (and discriminator) as a weights-only
+  workdir in W/best (its own config.json and Orbax checkpoint, step = the training step;
+  W/best/best.json says which step and scores). `--checkpoint=best` loads it. The best score
+  survives a resume (read back from best.json).
+  """
+
+  def __init__(self, config, workdir: str, test_source, writer):
+    self.config = config
+    self.writer = writer
+    self.best_dir = os.path.join(workdir, BEST_DIR)
+    self.pairs = list(test_pairs(config, test_source,
+                                 max_examples=int(config.get("eval_examples", 16))))
+    self.translator = None
+    self.best_psnr_y = -math.inf
+    if os.path.exists(os.path.join(self.best_dir, "best.json")):
+      with open(os.path.join(self.best_dir, "best.json")) as f:
+        self.best_psnr_y = json.load(f)["psnr_y"]
+
+  def __call__(self, step: int, generator_variables, discriminator_variables=None
+               ) -> dict[str, float]:
+    """Scores the generator at `step`; returns the metrics (means over the subset)."""
+    if self.translator is None:  # compiled once; later calls only swap the weights.
+      self.translator = translator_lib.Translator(self.config, generator_variables)
+    else:
+      self.translator.variables = jax.device_put(
+          {"params": generator_variables["params"],
+           "batch_stats": generator_variables.get("batch_stats", {})})
+    accumulator = metrics.Accumulator()
+    for _, inputs, target in self.pairs:
+      accumulator.add(self.translator(inputs), target)
+    summary = accumulator.summary()
+    self.writer.write_scalars(step, {f"val_{k}": v for k, v in summary.items()})
+    if summary["psnr_y"] > self.best_psnr_y:
+      self.best_psnr_y = summary["psnr_y"]
+      self._save_best(step, generator_variables, discriminator_variables, summary)
+    return summary
+
+  def _save_best(self, step, generator_variables, discriminator_variables, summary):
+    if jax.process_index() != 0:
+      return
+    checkpoints.prepare_workdir(self.best_dir, self.config)
+    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+    items = {"generator_weights": ocp.args.StandardSave(jax.device_get(generator_variables)),
+             "config": ocp.args.JsonSave(json.loads(self.config.to_json_best_effort()))}
+    if discriminator_variables is not None:
+      items["discriminator_weights"] = ocp.args.StandardSave(
+          jax.device_get(discriminator_variables))
+    with ocp.CheckpointManager(epath.Path(self.best_dir) / "checkpoints", options=options,
+                               item_names=checkpoints.ITEMS) as manager:
+      manager.save(step, args=ocp.args.Composite(**items), force=True)
+      manager.wait_until_finished()
+    with open(os.path.join(self.best_dir, "best.json"), "w") as f:
+      json.dump({"step": int(step), **summary}, f, indent=2)
+    logging.info("New best validation psnr_y %.4f at step %d: saved to %s.",
+                 summary["psnr_y"], step, self.best_dir)
+
+
+def make_validator(config, workdir: str, test_source, writer) -> Optional[Validator]:
+  """A Validator if config.eval_every_steps > 0, else None."""
+  if int(config.get("eval_every_steps", 0)) <= 0:
+    return None
+  return Validator(config, workdir, test_source, writer)

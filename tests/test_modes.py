@@ -126,3 +126,27 @@ def test_cli_export(workdir, tmp_path):
   assert "paper norm mode" in result.stdout
   exported = jax_export.deserialize(path.read_bytes())
   assert exported.call(np.zeros((2, 32, 64, 3), np.float32)).shape == (2, 32, 64, 3)
+
+
+def test_training_validates_and_keeps_the_best(tmp_path_factory):
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from pix2pix_jax import train  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("validation")
+  config = default.get_config("tiny")
+  config.data.cache_dir = str(root / "cache")
+  config.num_train_steps = 10
+  config.eval_every_steps = 5
+  config.eval_examples = 2
+  workdir = str(root / "w")
+  train.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f]
+  validation = [r for r in records if "val_psnr_y" in r]
+  assert [r["step"] for r in validation] == [5, 10]
+  with open(os.path.join(workdir, "best", "best.json")) as f:
+    best = json.load(f)
+  assert best["psnr_y"] == max(r["val_psnr_y"] for r in validation)
+  assert os.listdir(os.path.join(workdir, "best", "checkpoints")) == [str(best["step"])]
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["10"]  # rolling ones.
+  translator = translator_lib.Translator.from_workdir(workdir, checkpoint="best")
+  assert translator(np.zeros((36, 36, 3), np.uint8)).shape == (36, 36, 3)
