@@ -73,9 +73,9 @@ def run_on_workdir(mode: str) -> None:
       model = translator.Translator.from_workdir(
           FLAGS.workdir, checkpoint=FLAGS.checkpoint, config_overrides=overrides)
       written, failed = evaluation.predict_path(model, FLAGS.input, FLAGS.output)
-      print(f"Wrote {len(written)} image(s) to {FLAGS.output}"
-            + (f"; skipped {len(failed)} unreadable: " + ", ".join(f for f, _ in failed)
-               if failed else "."))
+      print(f"Wrote {len(written)} image(s) to {FLAGS.output}; skipped {len(failed)}.")
+      for path, reason in failed:
+        print(f"  skipped {path}: {reason}")
     else:
       info = export.export_workdir(FLAGS.workdir, FLAGS.output, checkpoint=FLAGS.checkpoint,
                                    overrides=overrides)

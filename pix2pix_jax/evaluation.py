@@ -47,7 +47,7 @@ def _as_array(image: Image.Image) -> np.ndarray:
   return array[..., None] if array.ndim == 2 else array
 
 
-def test_pairs(config, source, max_examples: Optional[int] = None
+def eval_pairs(config, source, max_examples: Optional[int] = None
                ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
   """(name, input, target) uint8 HxWxC at the stored resolution, per data.direction."""
   prep = input_pipeline.Preprocessing.from_config(config)
@@ -66,9 +66,11 @@ def _save_image(image: np.ndarray, path: str) -> None:
   Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(path, **options)
 
 
-def evaluate(translator: translator_lib.Translator, pairs, out_dir: str
-             ) -> dict[str, dict[str, float]]:
+def evaluate(translator: translator_lib.Translator, pairs, out_dir: str, *,
+             total: Optional[int] = None) -> dict[str, dict[str, float]]:
   """Scores `translator` on (name, input, target) pairs; writes the reports into out_dir.
+
+  `pairs` is iterated once (images are not kept); `total` sizes the progress bar.
 
   Returns {"model": means, "identity": means}; "identity" is empty when inputs and targets
   differ in shape (e.g. grey to colour), where the input cannot be scored against the target.
@@ -77,8 +79,7 @@ def evaluate(translator: translator_lib.Translator, pairs, out_dir: str
   os.makedirs(image_dir, exist_ok=True)
   model, identity = metrics.Accumulator(), metrics.Accumulator()
   rows = []
-  pairs = list(pairs)
-  with _progress(len(pairs), "image") as progress:
+  with _progress(total, "image") as progress:
     for index, (name, inputs, target) in enumerate(pairs):
       output = translator(inputs)
       row = {"index": index, "name": name,
@@ -106,7 +107,7 @@ def evaluate_workdir(workdir: str, *, checkpoint: str = "latest",
   logging.info("Evaluating checkpoint %s in %s norm mode.", description, translator.norm_mode)
   source = datasets.get_data_sources(config.data, seed=config.seed)["test"]
   out_dir = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "eval")
-  summary = evaluate(translator, test_pairs(config, source), out_dir)
+  summary = evaluate(translator, eval_pairs(config, source), out_dir, total=len(source))
   logging.info("Wrote %s/metrics.json, per_image.csv and index.html.", out_dir)
   return summary
 
@@ -226,7 +227,8 @@ def predict_path(translator: translator_lib.Translator, input_path: str, output_
   """Translates an image file or a folder of them into output_dir, mirroring the names
   (and sub-folders; the same format as each input).
 
-  Unreadable files are reported and skipped. Returns (written paths, [(input, error)]).
+  Files that cannot be read or translated are reported and skipped. Returns
+  (written paths, [(input path, reason)]).
   """
   files = image_files(input_path)
   written, failed = [], []
@@ -236,7 +238,8 @@ def predict_path(translator: translator_lib.Translator, input_path: str, output_
         with Image.open(full) as image:
           image.load()
           output = translator(image)
-      except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for a bad file.
+      # PIL's errors for a bad file; ValueError also for paper mode with too large an image.
+      except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         logging.warning("Skipped %s: %s", full, e)
         failed.append((full, str(e)))
         progress.update()
@@ -267,7 +270,7 @@ class Validator:
     self.config = config
     self.writer = writer
     self.best_dir = os.path.join(workdir, BEST_DIR)
-    self.pairs = list(test_pairs(config, test_source,
+    self.pairs = list(eval_pairs(config, test_source,
                                  max_examples=int(config.get("eval_examples", 16))))
     self.translator = None
     self.best_psnr_y = -math.inf

@@ -40,6 +40,7 @@ def test_eval_of_an_untrained_model_writes_reports_with_identity(workdir):
                  "--config.inference.norm_mode=running")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "identity" in result.stdout and "psnr_y" in result.stdout  # the printed table.
+  assert "in running norm mode" in result.stderr  # the override applied to the saved config.
   eval_dir = os.path.join(workdir, "eval")
   with open(os.path.join(eval_dir, "metrics.json")) as f:
     summary = json.load(f)
@@ -82,7 +83,8 @@ def test_predict_mirrors_names_and_skips_unreadable_files(workdir, tmp_path):
   result = _main(f"--workdir={workdir}", "--mode=predict", f"--input={inputs}",
                  f"--output={out}")
   assert result.returncode == 0, result.stderr[-3000:]
-  assert "skipped 1 unreadable" in result.stdout and "broken.png" in result.stdout
+  assert "Wrote 2 image(s)" in result.stdout and "skipped 1." in result.stdout
+  assert "skipped " + str(inputs / "broken.png") + ": cannot identify image" in result.stdout
   with Image.open(out / "big.png") as image:
     assert image.size == (700, 1000)
   with Image.open(out / "sub" / "g.jpg") as image:
