@@ -1,4 +1,5 @@
-"""eval, predict and export on a tiny workdir: the library functions and the command line."""
+"""eval, predict, export and in-training validation on a tiny trained workdir (and eval on a
+never-trained one): the library functions and the command line."""
 
 import csv
 import json
@@ -25,9 +26,28 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  root = tmp_path_factory.mktemp("modes")
-  return tiny_workdir.make(str(root / "w"), str(root / "cache"))
+def cache_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("modes_cache"))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, cache_dir):
+  """The tiny config trained 10 steps, validated at steps 5 and 10 on 2 test pairs."""
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from pix2pix_jax import train  # pylint: disable=g-import-not-at-top
+  config = default.get_config("tiny")
+  config.data.cache_dir = cache_dir
+  config.num_train_steps = 10
+  config.eval_every_steps = 5
+  config.eval_examples = 2
+  workdir = str(tmp_path_factory.mktemp("modes") / "trained")
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def untrained_workdir(tmp_path_factory, cache_dir):
+  return tiny_workdir.make(str(tmp_path_factory.mktemp("modes") / "untrained"), cache_dir)
 
 
 def _main(*args):
@@ -35,19 +55,18 @@ def _main(*args):
                         text=True, timeout=600)
 
 
-def test_eval_of_an_untrained_model_writes_reports_with_identity(workdir):
-  result = _main(f"--workdir={workdir}", "--mode=eval",
+def test_eval_writes_reports_with_identity(workdir):
+  result = _main(f"--workdir={workdir}", "--mode=eval", "--checkpoint=best",
                  "--config.inference.norm_mode=running")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "identity" in result.stdout and "psnr_y" in result.stdout  # the printed table.
   assert "in running norm mode" in result.stderr  # the override applied to the saved config.
+  assert "Evaluating checkpoint best" in result.stderr
   eval_dir = os.path.join(workdir, "eval")
   with open(os.path.join(eval_dir, "metrics.json")) as f:
     summary = json.load(f)
   expected = set(metrics.PIXEL_METRICS) | set(metrics.LAB_METRICS)
   assert set(summary["model"]) == expected and set(summary["identity"]) == expected
-  # The rainy input is closer to the clean target than an untrained model's output.
-  assert summary["identity"]["psnr_y"] > summary["model"]["psnr_y"]
   with open(os.path.join(eval_dir, "per_image.csv")) as f:
     rows = list(csv.DictReader(f))
   assert len(rows) == 4  # the tiny test split.
@@ -56,6 +75,15 @@ def test_eval_of_an_untrained_model_writes_reports_with_identity(workdir):
   assert "sortBy" in page and page.count("<img") == 12
   for name in ("0000_input.png", "0003_output.png", "0003_target.png"):
     assert os.path.exists(os.path.join(eval_dir, "images", name))
+
+
+def test_eval_of_a_never_trained_model_shows_the_identity_baseline(untrained_workdir):
+  summary = evaluation.evaluate_workdir(untrained_workdir)
+  table = evaluation.format_table(summary)
+  assert "identity" in table.splitlines()[0]
+  # The rainy input is closer to the clean target than an untrained model's output.
+  assert summary["identity"]["psnr_y"] > summary["model"]["psnr_y"]
+  assert os.path.exists(os.path.join(untrained_workdir, "eval", "index.html"))
 
 
 def test_evaluate_agrees_with_metrics_of_the_translator(workdir, tmp_path):
@@ -99,8 +127,8 @@ def test_cli_errors_name_the_problem(workdir, tmp_path):
   result = _main(f"--workdir={workdir}", "--mode=predict", f"--output={tmp_path}")
   assert result.returncode != 0 and "--mode=predict needs --input" in result.stderr
   result = _main(f"--workdir={workdir}", "--mode=export", f"--output={tmp_path / 'g'}",
-                 "--checkpoint=best")
-  assert result.returncode != 0 and "has no best checkpoint" in result.stderr
+                 "--checkpoint=3")
+  assert result.returncode != 0 and "no checkpoint at step 3" in result.stderr
 
 
 @pytest.mark.parametrize("norm_mode", ["running", "paper"])
@@ -123,24 +151,14 @@ def test_export_reloads_with_jax_alone(workdir, tmp_path, norm_mode):
 def test_cli_export(workdir, tmp_path):
   path = tmp_path / "g.jax"
   result = _main(f"--workdir={workdir}", "--mode=export", f"--output={path}",
-                 "--checkpoint=0")
+                 "--checkpoint=10")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "paper norm mode" in result.stdout
   exported = jax_export.deserialize(path.read_bytes())
   assert exported.call(np.zeros((2, 32, 64, 3), np.float32)).shape == (2, 32, 64, 3)
 
 
-def test_training_validates_and_keeps_the_best(tmp_path_factory):
-  from configs import default  # pylint: disable=g-import-not-at-top
-  from pix2pix_jax import train  # pylint: disable=g-import-not-at-top
-  root = tmp_path_factory.mktemp("validation")
-  config = default.get_config("tiny")
-  config.data.cache_dir = str(root / "cache")
-  config.num_train_steps = 10
-  config.eval_every_steps = 5
-  config.eval_examples = 2
-  workdir = str(root / "w")
-  train.train_and_evaluate(config, workdir)
+def test_training_validates_and_keeps_the_best(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     records = [json.loads(line) for line in f]
   validation = [r for r in records if "val_psnr_y" in r]

@@ -1,7 +1,5 @@
 """The Translator: any size, grey and RGBA inputs, paper mode per image, tiling."""
 
-import time
-
 import numpy as np
 from PIL import Image
 import pytest
@@ -36,12 +34,10 @@ def test_any_size_returns_the_same_size(workdir):
 
 def test_large_image_keeps_its_size_and_compiles_once_per_padded_shape(workdir):
   translator = pix2pix_jax.Translator.from_workdir(workdir, norm_mode="paper")
-  start = time.perf_counter()
   out = translator(_image(1000, 700))
   assert out.shape == (1000, 700, 3)
   translator(_image(999, 690, seed=1))  # the same padded shape (1024, 704): no new compile.
   assert translator._apply._cache_size() == 1
-  assert time.perf_counter() - start < 20
 
 
 def test_paper_mode_is_per_image(workdir):
