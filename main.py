@@ -4,6 +4,9 @@
 [--torch_discriminator=D.pth]` writes a workdir from the PyTorch reference's weights, which
 training then fine-tunes; `--mode=prepare_data` builds and checks the config's dataset without
 training, prints its report (JSON) and, given a --workdir, writes it to W/data_report.json.
+After training: `--mode=eval`, `--mode=predict --input=FILE_OR_DIR --output=DIR` and
+`--mode=export --output=FILE` read W's saved config, with `--config.KEY=VALUE` on top, and
+the weights `--checkpoint=latest|best|STEP` picks.
 
 Flags set the run; the config (ml_collections, `--config.KEY=VALUE` to override) sets the model,
 data and schedule. All work is done by library functions that the tests call directly.
@@ -26,11 +29,15 @@ from pix2pix_jax import train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and the run's config "
-                    "(train, import_torch: required; prepare_data: optional, gets "
-                    "data_report.json).")
-flags.DEFINE_enum("mode", "train", ["train", "prepare_data", "import_torch"],
-                  "train: train (or resume) into the workdir; prepare_data: build and check "
-                  "the dataset only; import_torch: a workdir from PyTorch reference weights.")
+                    "(required, except by prepare_data, where it only gets data_report.json).")
+flags.DEFINE_enum("mode", "train",
+                  ["train", "eval", "predict", "export", "prepare_data", "import_torch"],
+                  "train: train (or resume) into the workdir; eval / predict / export: use a "
+                  "trained workdir; prepare_data: build and check the dataset only; "
+                  "import_torch: a workdir from PyTorch reference weights.")
+flags.DEFINE_string("input", None, "predict: an image file or a folder of images.")
+flags.DEFINE_string("output", None, "predict: the output folder; export: the output file.")
+flags.DEFINE_string("checkpoint", "latest", "eval/predict/export: latest, best or a step.")
 flags.DEFINE_string("torch_generator", None,
                     "--mode=import_torch: the reference's generator state_dict (latest_net_G.pth).")
 flags.DEFINE_string("torch_discriminator", None,
@@ -58,11 +65,13 @@ def prepare_data(config, workdir):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  config = FLAGS.config
+  if FLAGS.mode != "prepare_data" and not FLAGS.workdir:
+    raise app.UsageError(f"--workdir is required for --mode={FLAGS.mode}.")
   if FLAGS.mode != "import_torch" and (FLAGS.torch_generator or FLAGS.torch_discriminator):
     raise app.UsageError("--torch_generator / --torch_discriminator need --mode=import_torch.")
-  if FLAGS.mode in ("train", "import_torch") and not FLAGS.workdir:
-    raise app.UsageError(f"--workdir is required for --mode={FLAGS.mode}.")
+  if FLAGS.mode in ("eval", "predict", "export"):
+    return run_on_workdir(FLAGS.mode)
+  config = FLAGS.config
   try:
     configuration.validate(config)
     if FLAGS.mode == "train":
@@ -99,6 +108,36 @@ def import_torch(config):
   except (configuration.ConfigError, ImportError, FileNotFoundError) as e:
     raise app.UsageError(str(e)) from None
   logging.info("Wrote %s: train (fine-tune) from it with --workdir=%s.", workdir, workdir)
+
+
+def run_on_workdir(mode: str) -> None:
+  """eval / predict / export with W's saved config and the command line's overrides."""
+  from pix2pix_jax import evaluation, export, translator, writers  # pylint: disable=g-import-not-at-top
+  needed = {"eval": (), "predict": ("input", "output"), "export": ("output",)}[mode]
+  missing = [f"--{name}" for name in needed if not FLAGS[name].value]
+  if missing:
+    raise app.UsageError(f"--mode={mode} needs {' and '.join(missing)}.")
+  writers.quiet_library_logs()
+  overrides = config_flags.get_override_values(FLAGS["config"])
+  try:
+    if mode == "eval":
+      summary = evaluation.evaluate_workdir(FLAGS.workdir, checkpoint=FLAGS.checkpoint,
+                                            overrides=overrides)
+      print(evaluation.format_table(summary))
+    elif mode == "predict":
+      model = translator.Translator.from_workdir(
+          FLAGS.workdir, checkpoint=FLAGS.checkpoint, config_overrides=overrides)
+      written, failed = evaluation.predict_path(model, FLAGS.input, FLAGS.output)
+      print(f"Wrote {len(written)} image(s) to {FLAGS.output}; skipped {len(failed)}.")
+      for path, reason in failed:
+        print(f"  skipped {path}: {reason}")
+    else:
+      info = export.export_workdir(FLAGS.workdir, FLAGS.output, checkpoint=FLAGS.checkpoint,
+                                   overrides=overrides)
+      print(f"Exported to {FLAGS.output} ({info['norm_mode']} norm mode; see "
+            f"{FLAGS.output}.json).")
+  except (FileNotFoundError, ValueError) as e:  # ConfigError is a ValueError.
+    raise app.UsageError(str(e)) from None
 
 
 if __name__ == "__main__":

@@ -22,6 +22,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 5_000
   config.checkpoint_keep = 3
   config.num_image_summaries = 4  # test images in the TensorBoard grid.
+  # Validation on the first eval_examples test pairs every eval_every_steps (0 = off): val_*
+  # metrics in the logs, the best generator by Y-PSNR kept in W/best (--checkpoint=best).
+  config.eval_every_steps = 5_000
+  config.eval_examples = 16
 
   config.data = data = ml_collections.ConfigDict()
   # synthetic_rain | paired_folder | raindrop | rain100 (README "Your own data").
@@ -85,6 +89,12 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.inference = inference = ml_collections.ConfigDict()
   inference.norm_mode = "paper"  # paper (batch stats + dropout, as the reference) | running
 
+  # Any-size inference (predict, eval, the Translator): images larger than tile_size on a side
+  # are translated in overlapping tiles (running mode only), blended over `overlap` pixels.
+  config.predict = predict = ml_collections.ConfigDict()
+  predict.tile_size = 1024  # a multiple of 2**model.num_downs.
+  predict.overlap = 64
+
   if variant:
     _apply_variant(config, variant)
   return config
@@ -98,6 +108,8 @@ def _apply_variant(config, variant):
     config.log_every_steps = 5
     config.checkpoint_every_steps = 100
     config.num_image_summaries = 2
+    config.eval_every_steps = 100
+    config.eval_examples = 4
     config.data.load_size = 36
     config.data.crop_size = 32
     config.data.synthetic.image_size = 36

@@ -5,6 +5,8 @@ The public API (imported lazily, so `import pix2pix_jax.input_pipeline` stays li
   train_step(state, batch, rng, ...)   the pure pix2pix step (D, then G through the new D)
   UNetGenerator, PatchDiscriminator    the networks (Flax Linen)
   make_generate_fn(generator)          jitted inference with an explicit norm_mode
+  Translator.from_workdir(W, ...)      a trained generator as a function of uint8 images of
+                                       any size (`translator(image)`)
 The configs live in configs/default.py (`get_config(variant)`).
 """
 
@@ -17,6 +19,7 @@ _EXPORTS = {
     "UNetGenerator": "pix2pix_jax.models",
     "PatchDiscriminator": "pix2pix_jax.models",
     "make_generate_fn": "pix2pix_jax.inference",
+    "Translator": "pix2pix_jax.translator",
 }
 __all__ = sorted(_EXPORTS)
 

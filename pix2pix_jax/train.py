@@ -25,6 +25,7 @@ import optax
 from pix2pix_jax import checkpoints
 from pix2pix_jax import configuration
 from pix2pix_jax import datasets
+from pix2pix_jax import evaluation
 from pix2pix_jax import inference
 from pix2pix_jax import input_pipeline
 from pix2pix_jax import losses
@@ -345,6 +346,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       config, sources["test"], batch_size=config.num_image_summaries,
       max_examples=config.num_image_summaries)))
   generate = inference.make_generate_fn(models.create_generator(config.model))
+  validator = evaluation.make_validator(config, workdir, sources["test"], writer)
 
   p_train_step = make_parallel_train_step(pix2pix)
   replicated_state = parallel.replicate(state)
@@ -385,6 +387,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             writer.write_images(step, {"input|output|target": writers.image_grid(
                 summary_batch["input"], outputs, summary_batch["target"])})
           last_log_time, last_log_step = time.perf_counter(), step  # summaries not timed.
+        if validator and step % config.eval_every_steps == 0 and not stopping:
+          validation_start = time.perf_counter()
+          validator(step, parallel.first_copy(replicated_state.generator).variables,
+                    parallel.first_copy(replicated_state.discriminator).variables)
+          last_log_time += time.perf_counter() - validation_start  # not timed as steps.
         if step % config.checkpoint_every_steps == 0 or last_step:
           check_finite(replicated_state, manager)  # never save a non-finite state.
           checkpoints.save(manager, step, parallel.unreplicate(replicated_state), config,

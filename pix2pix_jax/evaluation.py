@@ -1,0 +1,324 @@
+"""Evaluation on a test split, predicting folders of images, and the reports they write.
+
+`evaluate_workdir(W)` translates every test pair at its own resolution with a `Translator`
+(reflect-padded, cropped back) and writes into W/eval:
+  metrics.json    {"model": {...}, "identity": {...}}: means of PSNR / SSIM on Y and RGB and
+                  the Lab histogram intersections; "identity" scores the input itself, the
+                  baseline a model must beat
+  per_image.csv   one row per test pair, model and identity metrics
+  index.html      a sortable gallery input | output | target with per-image metrics
+  images/         the PNGs the gallery shows
+`predict_path(translator, input, output)` translates a file or a folder of images.
+`Validator` scores a fixed test subset during training and keeps the best weights in W/best.
+"""
+
+import csv
+import html
+import json
+import math
+import os
+import sys
+from typing import Any, Iterator, Mapping, Optional
+
+from absl import logging
+from etils import epath
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from PIL import Image
+import tqdm
+
+from pix2pix_jax import checkpoints
+from pix2pix_jax import datasets
+from pix2pix_jax import input_pipeline
+from pix2pix_jax import metrics
+from pix2pix_jax import translator as translator_lib
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+
+def _progress(total: int, unit: str) -> tqdm.tqdm:
+  return tqdm.tqdm(total=total, unit=unit, dynamic_ncols=True, file=sys.stderr,
+                   mininterval=1.0 if sys.stderr.isatty() else 30.0)
+
+
+def _as_array(image: Image.Image) -> np.ndarray:
+  array = np.asarray(image)
+  return array[..., None] if array.ndim == 2 else array
+
+
+def eval_pairs(config, source, max_examples: Optional[int] = None
+               ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+  """(name, input, target) uint8 HxWxC at the stored resolution, per data.direction."""
+  prep = input_pipeline.Preprocessing.from_config(config)
+  count = len(source) if max_examples is None else min(max_examples, len(source))
+  for index in range(count):
+    example = source[index]
+    name = example.get("name", b"") if hasattr(example, "get") else b""
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    inputs, target = input_pipeline._input_target(example, prep)  # pylint: disable=protected-access
+    yield name or f"{index:06d}", _as_array(inputs), _as_array(target)
+
+
+def _save_image(image: np.ndarray, path: str) -> None:
+  """Saves a uint8 HxWxC image in the format of the path's extension (JPEG at quality 95)."""
+  options = {"quality": 95} if path.lower().endswith((".jpg", ".jpeg")) else {}
+  Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(path, **options)
+
+
+def evaluate(translator: translator_lib.Translator, pairs, out_dir: str, *,
+             total: Optional[int] = None) -> dict[str, dict[str, float]]:
+  """Scores `translator` on (name, input, target) pairs; writes the reports into out_dir.
+
+  `pairs` is iterated once (images are not kept); `total` sizes the progress bar.
+
+  Returns {"model": means, "identity": means}; "identity" is empty when inputs and targets
+  differ in shape (e.g. grey to colour), where the input cannot be scored against the target.
+  """
+  image_dir = os.path.join(out_dir, "images")
+  os.makedirs(image_dir, exist_ok=True)
+  model, identity = metrics.Accumulator(), metrics.Accumulator()
+  rows = []
+  with _progress(total, "image") as progress:
+    for index, (name, inputs, target) in enumerate(pairs):
+      output = translator(inputs)
+      row = {"index": index, "name": name,
+             **{f"model_{k}": v for k, v in model.add(output, target).items()}}
+      if inputs.shape == target.shape:
+        row.update({f"identity_{k}": v for k, v in identity.add(inputs, target).items()})
+      for kind, image in (("input", inputs), ("output", output), ("target", target)):
+        _save_image(image, os.path.join(image_dir, f"{index:04d}_{kind}.png"))
+      rows.append(row)
+      progress.update()
+  summary = {"model": model.summary(),
+             "identity": identity.summary() if identity.per_image else {}}
+  _write_json(summary, os.path.join(out_dir, "metrics.json"))
+  _write_csv(rows, os.path.join(out_dir, "per_image.csv"))
+  _write_gallery(rows, summary, os.path.join(out_dir, "index.html"))
+  return summary
+
+
+def evaluate_workdir(workdir: str, *, checkpoint: str = "latest",
+                     overrides: Optional[Mapping[str, Any]] = None,
+                     norm_mode: Optional[str] = None) -> dict[str, dict[str, float]]:
+  """Evaluates a workdir's generator on its (or the overridden) test split into W/eval."""
+  config, variables, description = translator_lib.load_workdir(workdir, checkpoint, overrides)
+  translator = translator_lib.Translator(config, variables, norm_mode=norm_mode)
+  logging.info("Evaluating checkpoint %s in %s norm mode.", description, translator.norm_mode)
+  source = datasets.get_data_sources(config.data, seed=config.seed)["test"]
+  out_dir = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "eval")
+  summary = evaluate(translator, eval_pairs(config, source), out_dir, total=len(source))
+  logging.info("Wrote %s/metrics.json, per_image.csv and index.html.", out_dir)
+  return summary
+
+
+def format_table(summary: Mapping[str, Mapping[str, float]]) -> str:
+  """A plain-text table: one row per metric, columns model and identity."""
+  keys = list(summary["model"])
+  lines = [f"{'metric':<10} {'model':>9} {'identity':>9}"]
+  for key in keys:
+    identity = summary.get("identity", {}).get(key)
+    lines.append(f"{key:<10} {summary['model'][key]:>9.4f} "
+                 + (f"{identity:>9.4f}" if identity is not None else f"{'-':>9}"))
+  return "\n".join(lines)
+
+
+def _write_json(summary, path: str) -> None:
+  with open(path, "w") as f:
+    json.dump(summary, f, indent=2, sort_keys=True)
+
+
+def _write_csv(rows: list[dict[str, Any]], path: str) -> None:
+  fields = list(dict.fromkeys(key for row in rows for key in row))
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+_GALLERY_SCRIPT = """
+function sortBy(col) {
+  const table = document.getElementById('gallery');
+  const body = table.tBodies[0];
+  const rows = Array.from(body.rows);
+  const asc = table.dataset.col == col ? table.dataset.asc != 'true' : true;
+  rows.sort((a, b) => {
+    const x = a.cells[col].dataset.v, y = b.cells[col].dataset.v;
+    const nx = parseFloat(x), ny = parseFloat(y);
+    const c = (isNaN(nx) || isNaN(ny)) ? x.localeCompare(y) : nx - ny;
+    return asc ? c : -c;
+  });
+  rows.forEach(r => body.appendChild(r));
+  table.dataset.col = col; table.dataset.asc = asc;
+}
+"""
+_GALLERY_STYLE = """
+body { font-family: sans-serif; margin: 1em; }
+table { border-collapse: collapse; }
+td, th { border: 1px solid #ccc; padding: 4px; text-align: center; }
+th.sort { cursor: pointer; background: #eee; }
+th.sort:hover { background: #ddd; }
+img { max-width: 256px; image-rendering: pixelated; }
+"""
+
+
+def _number(value: Optional[float]) -> str:
+  if value is None:
+    return "-"
+  return "inf" if math.isinf(value) else f"{value:.4f}"
+
+
+def _write_gallery(rows: list[dict[str, Any]], summary, path: str) -> None:
+  """index.html: the summary table, then one row per pair, sortable by any column."""
+  metric_columns = [f"model_{k}" for k in metrics.PIXEL_METRICS]
+  if summary.get("identity"):
+    metric_columns += ["identity_psnr_y", "identity_ssim_y"]
+  header = ["#", "name", "input", "output", "target"] + metric_columns
+  out = ["<!doctype html><html><head><meta charset='utf-8'><title>pix2pix_jax eval</title>",
+         f"<style>{_GALLERY_STYLE}</style><script>{_GALLERY_SCRIPT}</script></head><body>",
+         "<h1>Evaluation</h1><table><tr><th>metric</th><th>model</th><th>identity "
+         "(input vs target)</th></tr>"]
+  for key, value in summary["model"].items():
+    out.append(f"<tr><td>{key}</td><td>{_number(value)}</td>"
+               f"<td>{_number(summary.get('identity', {}).get(key))}</td></tr>")
+  out.append("</table><p>Click a column header to sort.</p><table id='gallery'><thead><tr>")
+  for col, name in enumerate(header):
+    sortable = name not in ("input", "output", "target")
+    out.append(f"<th class='sort' onclick='sortBy({col})'>{name}</th>" if sortable
+               else f"<th>{name}</th>")
+  out.append("</tr></thead><tbody>")
+  for row in rows:
+    index = row["index"]
+    cells = [f"<td data-v='{index}'>{index}</td>",
+             f"<td data-v='{html.escape(row['name'], quote=True)}'>"
+             f"{html.escape(row['name'])}</td>"]
+    for kind in ("input", "output", "target"):
+      cells.append(f"<td><img src='images/{index:04d}_{kind}.png' alt='{kind}'></td>")
+    for column in metric_columns:
+      value = row.get(column)
+      cells.append(f"<td data-v='{value if value is not None else ''}'>{_number(value)}</td>")
+    out.append("<tr>" + "".join(cells) + "</tr>")
+  out.append("</tbody></table></body></html>")
+  with open(path, "w") as f:
+    f.write("\n".join(out))
+
+
+def image_files(path: str) -> list[tuple[str, str]]:
+  """(absolute path, path relative to `path`'s folder) of an image file or of the image
+  files in a folder (recursively), sorted."""
+  path = os.path.abspath(os.path.expanduser(path))
+  if os.path.isfile(path):
+    return [(path, os.path.basename(path))]
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"--input={path} is neither a file nor a folder.")
+  files = []
+  for folder, _, names in os.walk(path):
+    for name in names:
+      if name.lower().endswith(IMAGE_EXTENSIONS):
+        full = os.path.join(folder, name)
+        files.append((full, os.path.relpath(full, path)))
+  if not files:
+    raise FileNotFoundError(f"--input={path} holds no image files ({', '.join(IMAGE_EXTENSIONS)}).")
+  return sorted(files)
+
+
+def predict_path(translator: translator_lib.Translator, input_path: str, output_dir: str
+                 ) -> tuple[list[str], list[tuple[str, str]]]:
+  """Translates an image file or a folder of them into output_dir, mirroring the names
+  (and sub-folders; the same format as each input).
+
+  Files that cannot be read or translated are reported and skipped. Returns
+  (written paths, [(input path, reason)]).
+  """
+  files = image_files(input_path)
+  written, failed = [], []
+  with _progress(len(files), "image") as progress:
+    for full, relative in files:
+      try:
+        with Image.open(full) as image:
+          image.load()
+          output = translator(image)
+      # PIL's errors for a bad file; ValueError also for paper mode with too large an image.
+      except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        logging.warning("Skipped %s: %s", full, e)
+        failed.append((full, str(e)))
+        progress.update()
+        continue
+      destination = os.path.join(output_dir, relative)
+      os.makedirs(os.path.dirname(destination), exist_ok=True)
+      _save_image(output, destination)
+      written.append(destination)
+      progress.update()
+  return written, failed
+
+
+BEST_DIR = "best"  # W/best: a weights-only workdir holding the best validation checkpoint.
+
+
+class Validator:
+  """In-training validation: metrics on a fixed subset of the test split, best kept apart.
+
+  Each call translates the first `eval_examples` test pairs (at their own resolution, in
+  config.inference.norm_mode), writes `val_*` scalars through `writer`, and when the mean
+  Y-PSNR beats the best so far saves the generator (and discriminator) as a weights-only
+  workdir in W/best (its own config.json and Orbax checkpoint, step = the training step;
+  W/best/best.json says which step and scores). `--checkpoint=best` loads it. The best score
+  survives a resume (read back from best.json).
+  """
+
+  def __init__(self, config, workdir: str, test_source, writer):
+    self.config = config
+    self.writer = writer
+    self.best_dir = os.path.join(workdir, BEST_DIR)
+    self.pairs = list(eval_pairs(config, test_source,
+                                 max_examples=int(config.get("eval_examples", 16))))
+    self.translator = None
+    self.best_psnr_y = -math.inf
+    if os.path.exists(os.path.join(self.best_dir, "best.json")):
+      with open(os.path.join(self.best_dir, "best.json")) as f:
+        self.best_psnr_y = json.load(f)["psnr_y"]
+
+  def __call__(self, step: int, generator_variables, discriminator_variables=None
+               ) -> dict[str, float]:
+    """Scores the generator at `step`; returns the metrics (means over the subset)."""
+    if self.translator is None:  # compiled once; later calls only swap the weights.
+      self.translator = translator_lib.Translator(self.config, generator_variables)
+    else:
+      self.translator.variables = jax.device_put(
+          {"params": generator_variables["params"],
+           "batch_stats": generator_variables.get("batch_stats", {})})
+    accumulator = metrics.Accumulator()
+    for _, inputs, target in self.pairs:
+      accumulator.add(self.translator(inputs), target)
+    summary = accumulator.summary()
+    self.writer.write_scalars(step, {f"val_{k}": v for k, v in summary.items()})
+    if summary["psnr_y"] > self.best_psnr_y:
+      self.best_psnr_y = summary["psnr_y"]
+      self._save_best(step, generator_variables, discriminator_variables, summary)
+    return summary
+
+  def _save_best(self, step, generator_variables, discriminator_variables, summary):
+    if jax.process_index() != 0:
+      return
+    checkpoints.prepare_workdir(self.best_dir, self.config)
+    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+    items = {"generator_weights": ocp.args.StandardSave(jax.device_get(generator_variables)),
+             "config": ocp.args.JsonSave(json.loads(self.config.to_json_best_effort()))}
+    if discriminator_variables is not None:
+      items["discriminator_weights"] = ocp.args.StandardSave(
+          jax.device_get(discriminator_variables))
+    with ocp.CheckpointManager(epath.Path(self.best_dir) / "checkpoints", options=options,
+                               item_names=checkpoints.ITEMS) as manager:
+      manager.save(step, args=ocp.args.Composite(**items), force=True)
+      manager.wait_until_finished()
+    with open(os.path.join(self.best_dir, "best.json"), "w") as f:
+      json.dump({"step": int(step), **summary}, f, indent=2)
+    logging.info("New best validation psnr_y %.4f at step %d: saved to %s.",
+                 summary["psnr_y"], step, self.best_dir)
+
+
+def make_validator(config, workdir: str, test_source, writer) -> Optional[Validator]:
+  """A Validator if config.eval_every_steps > 0, else None."""
+  if int(config.get("eval_every_steps", 0)) <= 0:
+    return None
+  return Validator(config, workdir, test_source, writer)

@@ -1,0 +1,172 @@
+"""eval, predict, export and in-training validation on a tiny trained workdir (and eval on a
+never-trained one): the library functions and the command line."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import jax
+from jax import export as jax_export
+import numpy as np
+from PIL import Image
+import pytest
+
+from pix2pix_jax import evaluation
+from pix2pix_jax import export
+from pix2pix_jax import inference
+from pix2pix_jax import metrics
+from pix2pix_jax import models
+from pix2pix_jax import translator as translator_lib
+
+import tiny_workdir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("modes_cache"))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, cache_dir):
+  """The tiny config trained 10 steps, validated at steps 5 and 10 on 2 test pairs."""
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from pix2pix_jax import train  # pylint: disable=g-import-not-at-top
+  config = default.get_config("tiny")
+  config.data.cache_dir = cache_dir
+  config.num_train_steps = 10
+  config.eval_every_steps = 5
+  config.eval_examples = 2
+  workdir = str(tmp_path_factory.mktemp("modes") / "trained")
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def untrained_workdir(tmp_path_factory, cache_dir):
+  return tiny_workdir.make(str(tmp_path_factory.mktemp("modes") / "untrained"), cache_dir)
+
+
+def _main(*args):
+  return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, capture_output=True,
+                        text=True, timeout=600)
+
+
+def test_eval_writes_reports_with_identity(workdir):
+  result = _main(f"--workdir={workdir}", "--mode=eval", "--checkpoint=best",
+                 "--config.inference.norm_mode=running")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "identity" in result.stdout and "psnr_y" in result.stdout  # the printed table.
+  assert "in running norm mode" in result.stderr  # the override applied to the saved config.
+  assert "Evaluating checkpoint best" in result.stderr
+  eval_dir = os.path.join(workdir, "eval")
+  with open(os.path.join(eval_dir, "metrics.json")) as f:
+    summary = json.load(f)
+  expected = set(metrics.PIXEL_METRICS) | set(metrics.LAB_METRICS)
+  assert set(summary["model"]) == expected and set(summary["identity"]) == expected
+  with open(os.path.join(eval_dir, "per_image.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 4  # the tiny test split.
+  assert {"name", "model_psnr_y", "identity_ssim_rgb"} <= set(rows[0])
+  page = open(os.path.join(eval_dir, "index.html")).read()
+  assert "sortBy" in page and page.count("<img") == 12
+  for name in ("0000_input.png", "0003_output.png", "0003_target.png"):
+    assert os.path.exists(os.path.join(eval_dir, "images", name))
+
+
+def test_eval_of_a_never_trained_model_shows_the_identity_baseline(untrained_workdir):
+  summary = evaluation.evaluate_workdir(untrained_workdir)
+  table = evaluation.format_table(summary)
+  assert "identity" in table.splitlines()[0]
+  # The rainy input is closer to the clean target than an untrained model's output.
+  assert summary["identity"]["psnr_y"] > summary["model"]["psnr_y"]
+  assert os.path.exists(os.path.join(untrained_workdir, "eval", "index.html"))
+
+
+def test_evaluate_agrees_with_metrics_of_the_translator(workdir, tmp_path):
+  config, variables, _ = translator_lib.load_workdir(workdir)
+  translator = translator_lib.Translator(config, variables, norm_mode="paper")
+  rng = np.random.default_rng(0)
+  pairs = [(f"p{i}", rng.integers(0, 256, (40, 52, 3), dtype=np.uint8),
+            rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)) for i in range(2)]
+  summary = evaluation.evaluate(translator, pairs, str(tmp_path))
+  first = metrics.image_metrics(translator(pairs[0][1]), pairs[0][2])
+  second = metrics.image_metrics(translator(pairs[1][1]), pairs[1][2])
+  assert summary["model"]["psnr_y"] == pytest.approx((first["psnr_y"] + second["psnr_y"]) / 2)
+  assert "| model" not in evaluation.format_table(summary)  # plain text, one row per metric.
+  assert evaluation.format_table(summary).count("\n") == len(summary["model"])
+
+
+def test_predict_mirrors_names_and_skips_unreadable_files(workdir, tmp_path):
+  inputs = tmp_path / "in"
+  (inputs / "sub").mkdir(parents=True)
+  rng = np.random.default_rng(0)
+  Image.fromarray(rng.integers(0, 256, (1000, 700, 3), dtype=np.uint8)).save(inputs / "big.png")
+  Image.fromarray(rng.integers(0, 256, (50, 30), dtype=np.uint8)).save(inputs / "sub" / "g.jpg")
+  (inputs / "broken.png").write_bytes(b"not an image")
+  out = tmp_path / "out"
+  result = _main(f"--workdir={workdir}", "--mode=predict", f"--input={inputs}",
+                 f"--output={out}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "Wrote 2 image(s)" in result.stdout and "skipped 1." in result.stdout
+  assert "skipped " + str(inputs / "broken.png") + ": cannot identify image" in result.stdout
+  with Image.open(out / "big.png") as image:
+    assert image.size == (700, 1000)
+  with Image.open(out / "sub" / "g.jpg") as image:
+    assert image.size == (30, 50)
+  assert not (out / "broken.png").exists()
+
+
+def test_cli_errors_name_the_problem(workdir, tmp_path):
+  result = _main(f"--workdir={tmp_path / 'missing'}", "--mode=eval")
+  assert result.returncode != 0 and "does not exist" in result.stderr
+  assert "Traceback" not in result.stderr
+  result = _main(f"--workdir={workdir}", "--mode=predict", f"--output={tmp_path}")
+  assert result.returncode != 0 and "--mode=predict needs --input" in result.stderr
+  result = _main(f"--workdir={workdir}", "--mode=export", f"--output={tmp_path / 'g'}",
+                 "--checkpoint=3")
+  assert result.returncode != 0 and "no checkpoint at step 3" in result.stderr
+
+
+@pytest.mark.parametrize("norm_mode", ["running", "paper"])
+def test_export_reloads_with_jax_alone(workdir, tmp_path, norm_mode):
+  path = str(tmp_path / "generator.jax")
+  info = export.export_workdir(workdir, path, overrides={"inference.norm_mode": norm_mode})
+  assert info["norm_mode"] == norm_mode
+  with open(path + ".json") as f:
+    assert json.load(f)["norm_mode"] == norm_mode
+  with open(path, "rb") as f:
+    exported = jax_export.deserialize(f.read())
+  config, variables, _ = translator_lib.load_workdir(workdir)
+  generate = inference.make_generate_fn(models.create_generator(config.model))
+  for shape in [(1, 32, 32, 3), (3, 64, 96, 3)]:  # any batch, any multiple of 32.
+    images = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+    np.testing.assert_allclose(exported.call(images),
+                               generate(variables, images, norm_mode=norm_mode), atol=1e-5)
+
+
+def test_cli_export(workdir, tmp_path):
+  path = tmp_path / "g.jax"
+  result = _main(f"--workdir={workdir}", "--mode=export", f"--output={path}",
+                 "--checkpoint=10")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "paper norm mode" in result.stdout
+  exported = jax_export.deserialize(path.read_bytes())
+  assert exported.call(np.zeros((2, 32, 64, 3), np.float32)).shape == (2, 32, 64, 3)
+
+
+def test_training_validates_and_keeps_the_best(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f]
+  validation = [r for r in records if "val_psnr_y" in r]
+  assert [r["step"] for r in validation] == [5, 10]
+  with open(os.path.join(workdir, "best", "best.json")) as f:
+    best = json.load(f)
+  assert best["psnr_y"] == max(r["val_psnr_y"] for r in validation)
+  assert os.listdir(os.path.join(workdir, "best", "checkpoints")) == [str(best["step"])]
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["10"]  # rolling ones.
+  translator = translator_lib.Translator.from_workdir(workdir, checkpoint="best")
+  assert translator(np.zeros((36, 36, 3), np.uint8)).shape == (36, 36, 3)
