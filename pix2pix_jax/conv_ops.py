@@ -41,6 +41,11 @@ def resolve_impl(impl: str) -> str:
   return impl
 
 
+def _static(*shapes) -> bool:
+  """True when every dimension is a known int (not a jax.export symbolic dimension)."""
+  return all(isinstance(d, int) for shape in shapes for d in shape)
+
+
 def _conv_xla(x, kernel, stride: int, padding: int):
   return lax.conv_general_dilated(
       x, kernel, window_strides=(stride, stride), padding=((padding, padding),) * 2,
@@ -87,7 +92,7 @@ def _conv_gemm(x, kernel, stride: int, padding: int):
   out_w = (x_pad.shape[2] - kw) // stride + 1
   windows = _taps(x_pad, kernel.shape, lambda i: i, stride, (out_h, out_w))
   taps_kernel = kernel.reshape(kh * kw, cin, cout)
-  if x.shape[0] * out_h * out_w <= SMALL_PRODUCT_PIXELS:
+  if _static(x.shape) and x.shape[0] * out_h * out_w <= SMALL_PRODUCT_PIXELS:
     per_tap = jnp.einsum("tnabc,tco->tnabo", jnp.moveaxis(windows, 3, 0), taps_kernel)
     return jnp.sum(per_tap, axis=0)
   return jnp.einsum("nabtc,tco->nabo", windows, taps_kernel)
@@ -144,6 +149,8 @@ def plan_for(kind: str, impl: str, x_shape, stride: int, output_shape) -> Plan:
   """The Plan that `impl` means for this layer."""
   impl = resolve_impl(impl)
   if impl == "tuned":
+    if not _static(x_shape, output_shape):  # symbolic (jax.export) shapes: the plain path.
+      return Plan("xla", "xla", "xla")
     return cpu_plan(kind, x_shape, output_shape, stride)
   return Plan(impl, impl, impl)
 
