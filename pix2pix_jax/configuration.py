@@ -109,4 +109,21 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(config.loss.l1_weight >= 0, f"loss.l1_weight={config.loss.l1_weight} must be >= 0.")
   _check(config.loss.gan != "none" or config.loss.l1_weight > 0,
          "loss.gan='none' with loss.l1_weight=0 leaves the generator nothing to learn.")
+  _validate_evaluation(config, multiple)
   return config
+
+
+def _validate_evaluation(config: ml_collections.ConfigDict, multiple: int) -> None:
+  """In-training validation and any-size inference keys (absent in older configs)."""
+  eval_every_steps = config.get("eval_every_steps", 0)
+  _check(eval_every_steps >= 0, f"eval_every_steps={eval_every_steps} must be >= 0 (0 = off).")
+  _check(not eval_every_steps or config.get("eval_examples", 1) >= 1,
+         f"eval_examples={config.get('eval_examples')} must be >= 1.")
+  predict = config.get("predict")
+  if predict is None:
+    return
+  _check(predict.tile_size >= multiple and predict.tile_size % multiple == 0,
+         f"predict.tile_size={predict.tile_size} must be a positive multiple of "
+         f"2**model.num_downs={multiple}.")
+  _check(0 <= predict.overlap < predict.tile_size // 2,
+         f"predict.overlap={predict.overlap} must be in [0, predict.tile_size / 2).")

@@ -118,3 +118,17 @@ def test_checkpoint_choices_and_errors(workdir, tmp_path):
     pix2pix_jax.Translator.from_workdir(str(tmp_path / "missing"))
   with pytest.raises(configuration.ConfigError, match="model.ngf"):
     pix2pix_jax.Translator.from_workdir(workdir, config_overrides={"model.ngf": 16})
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("predict.tile_size", 100, "predict.tile_size=100 must be a positive multiple of"),
+    ("predict.overlap", 512, "predict.overlap=512 must be in"),
+    ("eval_every_steps", -1, "eval_every_steps=-1 must be >= 0"),
+])
+def test_config_checks_name_the_key(key, value, message):
+  from configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config("tiny")
+  section, _, name = key.rpartition(".")
+  (config[section] if section else config)[name] = value
+  with pytest.raises(configuration.ConfigError, match=message):
+    configuration.validate(config)
