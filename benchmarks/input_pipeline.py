@@ -4,7 +4,9 @@ Builds (or reuses) a small synthetic_rain dataset at the default image size (or 
 your own: `--source=paired_folder --path=DIR`, any `data.source`), then reads
 training batches with the default preprocessing (286 -> random 256 crop, flip) from the
 main process (num_workers=0) and from one grain worker process. Prints one JSON line
-per setting: {"num_workers", "batch_size", "examples_per_s", ...}.
+per setting: {"num_workers", "batch_size", "examples_per_s", ...}, after one line with what
+the default train step consumes on this machine (`train_step_examples_per_s`), so
+`times_the_step` says how many times faster than training the pipeline is.
 """
 
 import json
@@ -30,6 +32,7 @@ flags.DEFINE_integer("num_train", 64, "Training examples to build.")
 flags.DEFINE_integer("batch_size", 1, "Global batch size (the paper's is 1).")
 flags.DEFINE_integer("num_batches", 100, "Batches timed per setting, after 5 warm-up ones.")
 flags.DEFINE_list("num_workers", ["0", "1"], "Worker process counts to time.")
+flags.DEFINE_integer("train_steps", 3, "Train steps timed for the consumption line (0 = skip).")
 
 
 def time_batches(config, source, num_batches: int) -> float:
@@ -53,6 +56,13 @@ def main(argv):
   if FLAGS.cache_dir:
     config.data.cache_dir = FLAGS.cache_dir
   sources = datasets.get_data_sources(config.data, seed=config.seed)
+  consumed = None
+  if FLAGS.train_steps:  # what the train step consumes, to compare the pipeline with.
+    from benchmarks import throughput  # pylint: disable=g-import-not-at-top
+    step = throughput.time_train(config, config.batch_size, FLAGS.train_steps)
+    consumed = round(step["images_per_s"], 2)
+    print(json.dumps({"train_step_examples_per_s": consumed,
+                      "batch_size": config.batch_size}), flush=True)
   for num_workers in map(int, FLAGS.num_workers):
     config.data.num_workers = num_workers
     seconds = time_batches(config, sources["train"], FLAGS.num_batches)
@@ -61,7 +71,9 @@ def main(argv):
         "num_workers": num_workers, "batch_size": config.batch_size,
         "crop_size": config.data.crop_size, "prefetch": config.data.prefetch,
         "examples_per_s": round(FLAGS.num_batches * config.batch_size / seconds, 1),
-        "cpu_count": os.cpu_count()}), flush=True)
+        "cpu_count": os.cpu_count(), "train_step_examples_per_s": consumed,
+        "times_the_step": (round(FLAGS.num_batches * config.batch_size / seconds / consumed, 1)
+                           if consumed else None)}), flush=True)
 
 
 if __name__ == "__main__":
