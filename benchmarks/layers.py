@@ -25,7 +25,7 @@ config_flags.DEFINE_config_file("config", "configs/default.py", "Model config.",
                                 lock_config=True)
 flags.DEFINE_integer("batch_size", 1, "Batch size.")
 flags.DEFINE_integer("repeats", 5, "Timed calls per measurement (median).")
-flags.DEFINE_list("impls", ["xla", "im2col"], "conv_impl values to compare.")
+flags.DEFINE_list("impls", ["xla", "gemm", "tuned"], "conv_impl values to compare.")
 
 
 def network_layers(config):

@@ -36,12 +36,9 @@ def export_generator(config: ml_collections.ConfigDict, variables: Mapping[str, 
                      norm_mode: str, seed: int = 0) -> jax_export.Exported:
   """The generator with `variables` baked in, exported with symbolic batch, height, width."""
   paper_mode = inference.check_norm_mode(norm_mode) == "paper"
-  model_config = ml_collections.ConfigDict(config.model.to_dict())
-  if "conv_impl" in model_config:
-    # Shape-tuned convolution plans need concrete shapes; the plain XLA formulation works for
-    # symbolic ones and on any device the artifact is loaded on.
-    model_config.conv_impl = "xla"
-  generator = models.create_generator(model_config)
+  # With symbolic shapes conv_ops takes the plain XLA convolutions whatever model.conv_impl
+  # says, so the artifact runs on any device it is loaded on.
+  generator = models.create_generator(config.model)
   variables = jax.device_get({"params": variables["params"],
                               "batch_stats": variables.get("batch_stats", {})})
 
