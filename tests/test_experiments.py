@@ -63,8 +63,11 @@ def test_figure_rows_are_input_variants_target(suite):
   figure = np.asarray(Image.open(os.path.join(workdir, "losses.png")).convert("RGB"))
   runs = [p.workdir for p in experiments.plan("losses", workdir, scale="tiny",
                                               variants=VARIANTS, overrides=overrides)]
-  indices = report.figure_indices(4)
-  assert indices == [0, 1, 2, 3]
+  identity = report.identity_psnr_y(runs[0])
+  indices = report.figure_indices(4, identity_psnr=identity)
+  assert sorted(indices) == [0, 1, 2, 3]  # all 4, the heaviest rain (lowest PSNR) first
+  assert [identity[i] for i in indices] == sorted(identity)
+  assert report.figure_indices(100, 3, np.arange(100)[::-1]) == [99, 49, 0]
   tile, gap = 32, 2
   assert figure.shape[0] == 4 * (tile + gap)  # input, 2 variants, target
   label_w = figure.shape[1] - len(indices) * (tile + gap)

@@ -97,11 +97,12 @@ def plan(suite: str, workdir: str, *, scale: str = scales.DEFAULT_SCALE,
   if scale not in scales.SCALES:
     raise configuration.ConfigError(f"--scale={scale!r} is not one of {SCALES}.")
   overrides = dict(overrides or {})
-  clash = sorted(set(overrides) & varied_keys(module.VARIANTS))
+  varied = sorted(varied_keys(module.VARIANTS))
+  clash = [key for key in overrides if key in varied]
   if clash:
     raise configuration.ConfigError(
         f"--config.{clash[0]} is what the {suite} suite varies between its variants; "
-        f"overrides may set other keys only (this suite sets {sorted(varied_keys(module.VARIANTS))}).")
+        f"overrides may set other keys only (this suite sets {varied}).")
   chosen = list(module.VARIANTS)
   if variants:
     try:

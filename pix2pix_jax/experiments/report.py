@@ -1,5 +1,6 @@
 """A suite's report: the markdown table (W/<suite>.md) and the figure (W/<suite>.png)."""
 
+import csv
 import dataclasses
 import datetime
 import math
@@ -14,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pix2pix_jax import configuration
 
-FIGURE_EXAMPLES = 4  # test images in the figure (evenly spaced over the test split).
+FIGURE_EXAMPLES = 6  # test images in the figure, from the heaviest rain to the lightest.
 _METRICS = (("psnr_y", "Y-PSNR (dB)", "{:.2f}"), ("ssim_y", "Y-SSIM", "{:.4f}"),
             ("hist_L", "hist L", "{:.3f}"), ("hist_a", "hist a", "{:.3f}"),
             ("hist_b", "hist b", "{:.3f}"))
@@ -131,6 +132,9 @@ def markdown_table(context: Context, configs: Sequence[ml_collections.ConfigDict
       "outputs' and targets' Lab marginals over the test set (1 = the same distribution; "
       "the paper's colour experiment). The identity row scores the rainy input itself.",
       "- s/step: median training time per step on this machine (shared; noisy).",
+      f"- Figure (`{context.suite}.png`, below): rows input, each variant, target; columns "
+      f"{min(FIGURE_EXAMPLES, num_test)} test images from the heaviest rain (left) to the "
+      "lightest (evenly spaced quantiles of the input's own Y-PSNR).",
   ]
   if context.describe_discriminator:
     lines.append(f"- The D column: what each discriminator outputs for a {crop}x{crop} "
@@ -163,14 +167,33 @@ def markdown_table(context: Context, configs: Sequence[ml_collections.ConfigDict
     row += [_number(result.get("seconds_per_step"), "{:.3f}"), f"`{run_dir}`"]
     lines.append("| " + " | ".join(row) + " |")
   lines += ["", f"Each run's per-image scores and gallery: `<run>/eval/per_image.csv`, "
-            f"`<run>/eval/index.html` (in the workdir the command wrote).", ""]
+            f"`<run>/eval/index.html` (in the workdir the command wrote).", "",
+            f"![{context.title}]({context.suite}.png)", ""]
   return "\n".join(lines)
 
 
-def figure_indices(num_test: int, count: int = FIGURE_EXAMPLES) -> list[int]:
-  """`count` test indices evenly spaced over the split (the same for every variant)."""
+def figure_indices(num_test: int, count: int = FIGURE_EXAMPLES,
+                   identity_psnr: Optional[Sequence[float]] = None) -> list[int]:
+  """`count` test indices, the same for every variant: given the inputs' own Y-PSNR
+  (`identity_psnr`, one per test image), evenly spaced quantiles of it, from the heaviest
+  rain to the lightest; else evenly spaced over the split."""
   count = min(count, num_test)
-  return sorted({int(round(i)) for i in np.linspace(0, num_test - 1, count)})
+  order = (np.argsort(identity_psnr, kind="stable") if identity_psnr is not None
+           else np.arange(num_test))
+  positions = sorted({int(round(i)) for i in np.linspace(0, num_test - 1, count)})
+  return [int(order[p]) for p in positions]
+
+
+def identity_psnr_y(run_dir: str) -> Optional[list[float]]:
+  """Each test input's Y-PSNR against its target, from <run>/eval/per_image.csv."""
+  path = os.path.join(run_dir, "eval", "per_image.csv")
+  if not os.path.exists(path):
+    return None
+  with open(path, newline="") as f:
+    rows = list(csv.DictReader(f))
+  if not rows or not rows[0].get("identity_psnr_y"):
+    return None
+  return [float(row["identity_psnr_y"]) for row in sorted(rows, key=lambda r: int(r["index"]))]
 
 
 def _load(path: str) -> Optional[np.ndarray]:
@@ -183,15 +206,15 @@ def _load(path: str) -> Optional[np.ndarray]:
 def figure(run_dirs: Sequence[str], labels: Sequence[str], num_test: int, path: str,
            count: int = FIGURE_EXAMPLES) -> np.ndarray:
   """Writes (and returns) the suite's figure: rows input, each variant, target; one
-  column per test image (the eval images in <run>/eval/images). A variant without
-  outputs (diverged) gets grey tiles."""
-  indices = figure_indices(num_test, count)
-  image_dir = lambda run: os.path.join(run, "eval", "images")  # pylint: disable=unnecessary-lambda-assignment
+  column per test image (the eval images in <run>/eval/images; see `figure_indices`).
+  A variant without outputs (diverged) gets grey tiles."""
+  def image_dir(run):
+    return os.path.join(run, "eval", "images")
   reference = next((run for run in run_dirs
-                    if _load(os.path.join(image_dir(run), f"{indices[0]:04d}_input.png"))
-                    is not None), None)
+                    if os.path.exists(os.path.join(run, "eval", "per_image.csv"))), None)
   if reference is None:
     raise FileNotFoundError(f"No evaluated run among {list(run_dirs)}: nothing to show.")
+  indices = figure_indices(num_test, count, identity_psnr_y(reference))
   rows = [("input", reference, "input")]
   rows += [(label, run, "output") for label, run in zip(labels, run_dirs)]
   rows.append(("target", reference, "target"))
