@@ -226,7 +226,7 @@ def run_suite(suite: str, workdir: str, *, scale: str = scales.DEFAULT_SCALE,
   workdir = os.path.abspath(os.path.expanduser(workdir))
   runs = plan(suite, workdir, scale=scale, overrides=overrides, variants=variants)
   module = load_suite(suite)
-  _say(f"{module.TITLE}, scale {scale}: {len(runs)} variants in {workdir}")
+  _say(f"{module.TITLE}, scale {scale}: {len(runs)} variant(s) in {workdir}")
   results = []
   for number, run in enumerate(runs, 1):
     results.append(train_and_score(run, progress=f"[{suite} {number}/{len(runs)}] "))
