@@ -6,7 +6,9 @@ training then fine-tunes; `--mode=prepare_data` builds and checks the config's d
 training, prints its report (JSON) and, given a --workdir, writes it to W/data_report.json.
 After training: `--mode=eval`, `--mode=predict --input=FILE_OR_DIR --output=DIR` and
 `--mode=export --output=FILE` read W's saved config, with `--config.KEY=VALUE` on top, and
-the weights `--checkpoint=latest|best|STEP` picks.
+the weights `--checkpoint=latest|best|STEP` picks. Training on several processes (hosts):
+`--coordinator_address=HOST:PORT --num_processes=N --process_id=I` on each, or nothing under
+SLURM or on a TPU pod slice (auto-detected); see pix2pix_jax/distributed.py.
 
 Flags set the run; the config (ml_collections, `--config.KEY=VALUE` to override) sets the model,
 data and schedule. All work is done by library functions that the tests call directly.
@@ -23,6 +25,7 @@ from ml_collections import config_flags
 
 from pix2pix_jax import configuration
 from pix2pix_jax import datasets
+from pix2pix_jax import distributed
 from pix2pix_jax import parallel
 from pix2pix_jax import torch_import
 from pix2pix_jax import train
@@ -42,6 +45,10 @@ flags.DEFINE_string("torch_generator", None,
                     "--mode=import_torch: the reference's generator state_dict (latest_net_G.pth).")
 flags.DEFINE_string("torch_discriminator", None,
                     "--mode=import_torch: the reference's discriminator state_dict (optional).")
+# Multi-process training (jax.distributed); unset: auto-detected (SLURM, TPU pods) or one process.
+flags.DEFINE_string("coordinator_address", None, "train, several processes: process 0's HOST:PORT.")
+flags.DEFINE_integer("num_processes", None, "train, several processes: how many in all.")
+flags.DEFINE_integer("process_id", None, "train, several processes: this one's index, 0..N-1.")
 config_flags.DEFINE_config_file(
     "config", "configs/default.py", "A config file (`path.py[:variant]`).", lock_config=True)
 
@@ -69,6 +76,7 @@ def main(argv):
     raise app.UsageError(f"--workdir is required for --mode={FLAGS.mode}.")
   if FLAGS.mode != "import_torch" and (FLAGS.torch_generator or FLAGS.torch_discriminator):
     raise app.UsageError("--torch_generator / --torch_discriminator need --mode=import_torch.")
+  start_processes()  # before anything touches a device.
   if FLAGS.mode in ("eval", "predict", "export"):
     return run_on_workdir(FLAGS.mode)
   config = FLAGS.config
@@ -96,6 +104,20 @@ def main(argv):
     except train.NonFiniteError as e:
       logging.error("%s", e)
       sys.exit(1)
+
+
+def start_processes():
+  """--mode=train on several processes: jax.distributed from the flags or the cluster."""
+  multi_process_flags = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  if FLAGS.mode != "train":
+    if any(flag is not None for flag in multi_process_flags):
+      raise app.UsageError("--coordinator_address / --num_processes / --process_id are for "
+                           "--mode=train.")
+    return
+  try:
+    distributed.initialize(*multi_process_flags)
+  except configuration.ConfigError as e:
+    raise app.UsageError(str(e)) from None
 
 
 def import_torch(config):
