@@ -62,7 +62,9 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
   """Creates `workdir`, checks a previous run's config against `config`, writes config.json.
 
   Resuming with other networks is an error that lists the differing keys; a changed
-  schedule (e.g. a longer run) is allowed and logged. Returns the absolute path.
+  schedule (e.g. a longer run) is allowed and logged. Every process checks; process 0
+  alone writes, by renaming a complete file into place (so no process reads half a
+  file). Returns the absolute path.
   """
   workdir = os.path.abspath(os.path.expanduser(workdir))
   if os.path.exists(config_path(workdir)):
@@ -78,8 +80,10 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
         logging.warning("%s changed from %r to %r since the last run in %s: the learning-rate "
                         "schedule is recomputed from the new values.", key, before, now, workdir)
   os.makedirs(workdir, exist_ok=True)
-  epath.Path(config_path(workdir)).write_text(
-      config.to_json_best_effort(indent=2, sort_keys=True))
+  if jax.process_index() == 0:
+    temporary = epath.Path(config_path(workdir) + ".tmp")
+    temporary.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+    temporary.replace(config_path(workdir))
   return workdir
 
 

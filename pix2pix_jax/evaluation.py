@@ -310,7 +310,12 @@ class Validator:
     if jax.process_index() != 0:
       return
     checkpoints.prepare_workdir(self.best_dir, self.config)
-    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+    # Only this process saves: Orbax must not wait for the others (multi-process runs),
+    # and then leaves creating the folder to us.
+    os.makedirs(os.path.join(self.best_dir, "checkpoints"), exist_ok=True)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=1, create=False, multiprocessing_options=ocp.options.MultiprocessingOptions(
+            primary_host=0, active_processes={0}))
     items = {"generator_weights": ocp.args.StandardSave(jax.device_get(generator_variables)),
              "config": ocp.args.JsonSave(json.loads(self.config.to_json_best_effort()))}
     if discriminator_variables is not None:

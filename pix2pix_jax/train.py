@@ -17,6 +17,7 @@ from typing import Any, Iterator, Optional
 from absl import logging
 import flax
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -25,6 +26,7 @@ import optax
 from pix2pix_jax import checkpoints
 from pix2pix_jax import configuration
 from pix2pix_jax import datasets
+from pix2pix_jax import distributed
 from pix2pix_jax import evaluation
 from pix2pix_jax import inference
 from pix2pix_jax import input_pipeline
@@ -276,14 +278,20 @@ class StopRequest:
 
   The loop then saves a checkpoint and returns normally; a second signal is handled as
   usual (SIGINT raises KeyboardInterrupt). Installed only in the main thread.
+
+  With several processes, all must stop after the same step: SIGTERM to any of them
+  (a cluster's preemption notice, `scancel`) goes to JAX's preemption service, which
+  picks the step (`multihost_utils.reached_preemption_sync_point`); SIGINT is left as
+  usual (it ends a process without a checkpoint).
   """
 
   def __init__(self):
     self.signal_name = None
     self._previous = {}
+    self._multi_process = jax.process_count() > 1
 
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is threading.main_thread() and not self._multi_process:
       for sig in (signal.SIGTERM, signal.SIGINT):
         self._previous[sig] = signal.signal(sig, self._handle)
     return self
@@ -298,8 +306,29 @@ class StopRequest:
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
 
-  def __bool__(self):
+  def requested(self, step: int) -> bool:
+    """Whether to stop after `step` (called once per step, by every process)."""
+    if self._multi_process and self.signal_name is None and (
+        multihost_utils.reached_preemption_sync_point(step)):
+      self.signal_name = "SIGTERM (preemption, all processes)"
     return self.signal_name is not None
+
+
+def fresh_state(config: ml_collections.ConfigDict, rng: jax.Array, pix2pix: Pix2Pix
+                ) -> TrainState:
+  """`create_train_state`'s state; with several processes, process 0's, sent to all.
+
+  The others only take the shapes: compiling the initializers costs a fresh process
+  ~20 s on a CPU, and JAX's persistent compilation cache serves process 0 alone.
+  """
+  if jax.process_count() == 1:
+    return create_train_state(config, rng, pix2pix)
+  if distributed.is_primary():
+    state = create_train_state(config, rng, pix2pix)
+  else:
+    shapes = jax.eval_shape(lambda: create_train_state(config, rng, pix2pix))
+    state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+  return multihost_utils.broadcast_one_to_all(state)
 
 
 def initial_state(config: ml_collections.ConfigDict, pix2pix: Pix2Pix, manager
@@ -310,7 +339,7 @@ def initial_state(config: ml_collections.ConfigDict, pix2pix: Pix2Pix, manager
   optimizer states.
   """
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
-  state = create_train_state(config, init_rng, pix2pix)
+  state = fresh_state(config, init_rng, pix2pix)
   state, step_rng, weights = checkpoints.restore_latest(manager, state, step_rng)
   if weights is not None:
     state = state_from_weights(state, weights, pix2pix)
@@ -331,7 +360,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   # The data first: a bad file stops the run before anything is written.
   data = datasets.prepare(config.data, seed=config.seed)
   workdir = checkpoints.prepare_workdir(workdir, config)
-  datasets.write_report(workdir, data.report)
+  primary = distributed.is_primary()  # the one process that writes logs and reports.
+  if primary:
+    datasets.write_report(workdir, data.report)
   sources = data.sources
 
   pix2pix = Pix2Pix.from_config(config)
@@ -341,12 +372,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   if start_step:
     logging.info("Resuming from the checkpoint at step %d in %s.", start_step, workdir)
 
-  writer = writers.MetricWriter(workdir, enabled=jax.process_index() == 0)
+  writer = writers.MetricWriter(workdir, enabled=primary)
   summary_batch = next(iter(input_pipeline.eval_batches(
       config, sources["test"], batch_size=config.num_image_summaries,
       max_examples=config.num_image_summaries)))
   generate = inference.make_generate_fn(models.create_generator(config.model))
-  validator = evaluation.make_validator(config, workdir, sources["test"], writer)
+  validator = (evaluation.make_validator(config, workdir, sources["test"], writer)
+               if primary else None)
 
   p_train_step = make_parallel_train_step(pix2pix)
   replicated_state = parallel.replicate(state)
@@ -354,7 +386,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       config, sources["train"], start_step=start_step,
       process_index=jax.process_index(), process_count=jax.process_count())
   history = []
-  progress = writers.progress_bar(config.num_train_steps, start_step)
+  progress = writers.progress_bar(config.num_train_steps, start_step, enabled=primary)
   last_log_time, last_log_step = time.perf_counter(), start_step
   try:
     with StopRequest() as stop:
@@ -369,7 +401,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         progress.update(1)
         # Read the request once: a signal arriving later in this iteration must not make
         # the loop stop without the checkpoint below.
-        stopping = bool(stop)
+        stopping = stop.requested(step)
         last_step = step == config.num_train_steps or stopping
         if step % config.log_every_steps == 0 or last_step:
           scalars = _mean_metrics(history)  # waits for the step: the one host sync.
@@ -381,7 +413,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           writer.write_scalars(step, scalars)
           progress.set_postfix(d=f"{scalars.get('d_loss', 0):.3f}",
                                l1=f"{scalars['g_l1']:.3f}", refresh=False)
-          if not stopping:  # a stop request is served without first compiling summaries.
+          if primary and not stopping:  # a stop is served without compiling summaries.
             outputs = generate(parallel.first_copy(replicated_state.generator).variables,
                                summary_batch["input"], norm_mode=config.inference.norm_mode)
             writer.write_images(step, {"input|output|target": writers.image_grid(

@@ -31,10 +31,12 @@ def quiet_library_logs() -> None:
     absl_logger.addFilter(_DropLibraryInfo())
 
 
-def progress_bar(total_steps: int, start_step: int) -> tqdm.tqdm:
-  """A step progress bar with rate and ETA (plain lines when not on a terminal)."""
+def progress_bar(total_steps: int, start_step: int, *, enabled: bool = True) -> tqdm.tqdm:
+  """A step progress bar with rate and ETA (plain lines when not on a terminal); a
+  disabled one (the other processes of a multi-process run) prints nothing."""
   return tqdm.tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
-                   mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr)
+                   mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr,
+                   disable=not enabled)
 
 
 def image_grid(*columns) -> np.ndarray:
