@@ -104,7 +104,7 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
   arguments = initialize_arguments(coordinator_address, num_processes, process_id)
   if arguments is None:
     return False
-  if not jax.config.jax_cpu_collectives_implementation:
+  if not getattr(jax.config, "jax_cpu_collectives_implementation", "gloo"):
     # CPU processes need a cross-process collective library for the pmapped step.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(**arguments)
