@@ -1,6 +1,7 @@
 """pix2pix_jax command line: `python main.py --workdir=W [--config=configs/default.py[:tiny]]`.
 
-`--mode=train` (the default) trains or resumes; `--mode=import_torch --torch_generator=G.pth
+`--mode=train` (the default) trains or resumes (`--init_from=W2`: a new run from W2's
+weights); `--mode=import_torch --torch_generator=G.pth
 [--torch_discriminator=D.pth]` writes a workdir from the PyTorch reference's weights, which
 training then fine-tunes; `--mode=prepare_data` builds and checks the config's dataset without
 training, prints its report (JSON) and, given a --workdir, writes it to W/data_report.json.
@@ -42,6 +43,9 @@ flags.DEFINE_string("torch_generator", None,
                     "--mode=import_torch: the reference's generator state_dict (latest_net_G.pth).")
 flags.DEFINE_string("torch_discriminator", None,
                     "--mode=import_torch: the reference's discriminator state_dict (optional).")
+flags.DEFINE_string("init_from", "", "--mode=train: start a new run (step 0, fresh Adam) from "
+                    "this workdir's latest weights (the reference's --continue_train into a "
+                    "new run); ignored when --workdir already holds checkpoints.")
 config_flags.DEFINE_config_file(
     "config", "configs/default.py", "A config file (`path.py[:variant]`).", lock_config=True)
 
@@ -69,6 +73,8 @@ def main(argv):
     raise app.UsageError(f"--workdir is required for --mode={FLAGS.mode}.")
   if FLAGS.mode != "import_torch" and (FLAGS.torch_generator or FLAGS.torch_discriminator):
     raise app.UsageError("--torch_generator / --torch_discriminator need --mode=import_torch.")
+  if FLAGS.init_from and FLAGS.mode != "train":
+    raise app.UsageError("--init_from needs --mode=train.")
   if FLAGS.mode in ("eval", "predict", "export"):
     return run_on_workdir(FLAGS.mode)
   config = FLAGS.config
@@ -87,7 +93,7 @@ def main(argv):
     prepare_data(config, FLAGS.workdir)
   elif FLAGS.mode == "train":
     try:
-      train.train_and_evaluate(config, FLAGS.workdir)
+      train.train_and_evaluate(config, FLAGS.workdir, init_from=FLAGS.init_from)
     except configuration.DataError as e:
       logging.error("%s", e)
       sys.exit(1)

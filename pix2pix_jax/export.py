@@ -46,8 +46,12 @@ def export_generator(config: ml_collections.ConfigDict, variables: Mapping[str, 
     return generator.apply(variables, images, train=paper_mode,
                            rngs={"dropout": jax.random.key(seed)})
   multiple, _ = models.size_multiple(config.model)
+  # The ResNets reflect-pad their (h, w) bottleneck by 1: it needs 2 pixels a side.
+  resnet = models.resnet_blocks(config.model.get("generator", "unet"))
+  constraints = ("h >= 2", "w >= 2") if resnet else ()
   shape = jax_export.symbolic_shape(
-      f"b, {multiple}*h, {multiple}*w, {int(config.model.input_channels)}")
+      f"b, {multiple}*h, {multiple}*w, {int(config.model.input_channels)}",
+      constraints=constraints)
   return jax_export.export(jax.jit(generate))(jax.ShapeDtypeStruct(shape, jnp.float32))
 
 
