@@ -24,7 +24,7 @@ train: $(VENV)/.installed  ## train the default (synthetic rain, 256x256) into $
 	$(PY) main.py --workdir=$(WORKDIR) --config=$(CONFIG) $(ARGS)
 
 test: $(VENV)/.installed $(VENV)/.installed-torch  ## run the test suite (torch included)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 clean-venv:
 	rm -rf $(VENV)

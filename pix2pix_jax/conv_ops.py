@@ -29,7 +29,7 @@ from jax import lax
 
 CONV_IMPLS = ("auto", "xla", "gemm", "tuned")
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
-SMALL_PRODUCT_PIXELS = 64  # below this many output pixels, 'gemm' multiplies tap by tap.
+SMALL_PRODUCT_PIXELS = 64  # up to this many (output or input) pixels, 'gemm' multiplies tap by tap.
 
 
 def resolve_impl(impl: str) -> str:
@@ -99,13 +99,25 @@ def _conv_gemm(x, kernel, stride: int, padding: int):
 
 
 def _conv_transpose_gemm(x, kernel, stride: int, padding: int):
-  """`_conv_transpose_xla` as one matrix product (input x kernel taps) and the adjoint of the
-  tap gather (each tap's product added at its strided place)."""
+  """`_conv_transpose_xla` as matrix products (input x kernel taps) and the adjoint of the
+  tap gather (each tap's product added at its strided place).
+
+  Few input pixels (the U-Net's inner levels, where the kernel is the big operand): one product
+  per tap, batched over the taps, so that the products and both their gradients read the
+  kernel in its stored (tap, in, out) layout; one product over all taps would contract the
+  kernel's middle axis and XLA would copy the whole kernel into another layout each pass.
+  """
   kh, kw, cin, cout = kernel.shape
   p = kh - 1 - padding
   n, h, w, _ = x.shape
   out_h, out_w = stride * (h - 1) + kh - 2 * padding, stride * (w - 1) + kw - 2 * padding
-  products = jnp.einsum("nabc,tco->nabto", x, kernel.reshape(kh * kw, cin, cout))
+  taps_kernel = kernel.reshape(kh * kw, cin, cout)
+  if _static(x.shape) and n * h * w <= SMALL_PRODUCT_PIXELS:
+    per_tap_input = jnp.broadcast_to(x.reshape(1, n * h * w, cin), (kh * kw, n * h * w, cin))
+    per_tap = jnp.einsum("tmc,tco->tmo", per_tap_input, taps_kernel)
+    products = jnp.moveaxis(per_tap.reshape(kh * kw, n, h, w, cout), 0, 3)
+  else:
+    products = jnp.einsum("nabc,tco->nabto", x, taps_kernel)
   taps = lambda g_pad: _taps(g_pad, kernel.shape, lambda i: 2 * p - i, stride, (h, w))
   padded_shape = jax.ShapeDtypeStruct((n, out_h + 2 * p, out_w + 2 * p, cout), x.dtype)
   (y_pad,) = jax.linear_transpose(taps, padded_shape)(products)

@@ -47,17 +47,26 @@ def _as_array(image: Image.Image) -> np.ndarray:
   return array[..., None] if array.ndim == 2 else array
 
 
-def eval_pairs(config, source, max_examples: Optional[int] = None
-               ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-  """(name, input, target) uint8 HxWxC at the stored resolution, per data.direction."""
+def eval_pairs(config, source, max_examples: Optional[int] = None, *,
+               at_crop_size: bool = False) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+  """(name, input, target) uint8 HxWxC at the stored resolution, per data.direction.
+
+  With `at_crop_size`, each image is brought to data.crop_size square as the pipeline's
+  test batches are (`input_pipeline.eval_geometry`: resized or centre-cropped), i.e. at the
+  scale the model was trained at.
+  """
   prep = input_pipeline.Preprocessing.from_config(config)
   count = len(source) if max_examples is None else min(max_examples, len(source))
   for index in range(count):
     example = source[index]
     name = example.get("name", b"") if hasattr(example, "get") else b""
     name = name.decode() if isinstance(name, bytes) else str(name)
-    inputs, target = input_pipeline._input_target(example, prep)  # pylint: disable=protected-access
-    yield name or f"{index:06d}", _as_array(inputs), _as_array(target)
+    images = input_pipeline._input_target(example, prep)  # pylint: disable=protected-access
+    if at_crop_size:
+      inputs, target = (input_pipeline.eval_geometry(image, prep) for image in images)
+    else:
+      inputs, target = (_as_array(image) for image in images)
+    yield name or f"{index:06d}", inputs, target
 
 
 def _save_image(image: np.ndarray, path: str) -> None:

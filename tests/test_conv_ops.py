@@ -118,7 +118,9 @@ def test_train_step_is_the_same_with_every_conv_impl():
   for impl in ("gemm", "tuned"):
     for name in ("g_loss", "d_loss", "g_l1"):
       np.testing.assert_allclose(results[impl][0][name], results["xla"][0][name], atol=1e-5)
-    jax.tree.map(functools.partial(np.testing.assert_allclose, atol=1e-5),
+    # Adam's first update is about lr * g / |g|: it magnifies the rounding of gradients
+    # near zero, so the parameters are compared at the gradients' tolerance, 1e-4.
+    jax.tree.map(functools.partial(np.testing.assert_allclose, atol=1e-4),
                  results[impl][1:], results["xla"][1:])
 
 
