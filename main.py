@@ -1,6 +1,7 @@
 """pix2pix_jax command line: `python main.py --workdir=W [--config=configs/default.py[:tiny]]`.
 
-`--mode=train` (the default) trains or resumes; `--mode=import_torch --torch_generator=G.pth
+`--mode=train` (the default) trains or resumes (`--init_from=W2`: a new run from W2's
+weights); `--mode=import_torch --torch_generator=G.pth
 [--torch_discriminator=D.pth]` writes a workdir from the PyTorch reference's weights, which
 training then fine-tunes; `--mode=prepare_data` builds and checks the config's dataset without
 training, prints its report (JSON) and, given a --workdir, writes it to W/data_report.json.
@@ -49,6 +50,9 @@ flags.DEFINE_string("torch_discriminator", None,
 flags.DEFINE_string("coordinator_address", None, "train, several processes: process 0's HOST:PORT.")
 flags.DEFINE_integer("num_processes", None, "train, several processes: how many in all.")
 flags.DEFINE_integer("process_id", None, "train, several processes: this one's index, 0..N-1.")
+flags.DEFINE_string("init_from", "", "--mode=train: start a new run (step 0, fresh Adam) from "
+                    "this workdir's latest weights (the reference's --continue_train into a "
+                    "new run); ignored when --workdir already holds checkpoints.")
 config_flags.DEFINE_config_file(
     "config", "configs/default.py", "A config file (`path.py[:variant]`).", lock_config=True)
 
@@ -77,6 +81,8 @@ def main(argv):
   if FLAGS.mode != "import_torch" and (FLAGS.torch_generator or FLAGS.torch_discriminator):
     raise app.UsageError("--torch_generator / --torch_discriminator need --mode=import_torch.")
   start_processes()  # before anything touches a device.
+  if FLAGS.init_from and FLAGS.mode != "train":
+    raise app.UsageError("--init_from needs --mode=train.")
   if FLAGS.mode in ("eval", "predict", "export"):
     return run_on_workdir(FLAGS.mode)
   config = FLAGS.config
@@ -95,7 +101,7 @@ def main(argv):
     prepare_data(config, FLAGS.workdir)
   elif FLAGS.mode == "train":
     try:
-      train.train_and_evaluate(config, FLAGS.workdir)
+      train.train_and_evaluate(config, FLAGS.workdir, init_from=FLAGS.init_from)
     except configuration.DataError as e:
       logging.error("%s", e)
       sys.exit(1)

@@ -39,8 +39,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   data.flip = True
   data.direction = "AtoB"  # A (rainy) is the input, B (clean) the target.
   # resize_and_crop (load_size, then a random crop_size crop) | crop (random crop_size
-  # crop, no resize) | scale_width (width to load_size, then crop) | none (as stored:
-  # images must be crop_size square).
+  # crop, no resize) | scale_width, scale_width_and_crop (width to load_size keeping the
+  # aspect, then a random crop_size crop) | none (as stored: images must be crop_size square).
   data.preprocess = "resize_and_crop"
   data.max_dataset_size = 0  # > 0: train on the first N training pairs only.
   # paired_folder: auto | aligned (A|B side by side) | folders (input_dir/, target_dir/).
@@ -62,6 +62,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   synthetic.rain = "mixed"  # light | heavy | mixed (streaks and raindrops, light and heavy).
 
   config.model = model = ml_collections.ConfigDict()
+  model.generator = "unet"  # unet (depth: num_downs) | resnet_6blocks | resnet_9blocks
   model.num_downs = 8  # 8 = unet_256, 7 = unet_128.
   model.ngf = 64
   model.ndf = 64
@@ -75,9 +76,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # How conv weight gradients are computed; parameters and results are the same (conv_ops).
   model.conv_impl = "auto"  # auto (tuned on CPU, xla elsewhere) | tuned | gemm | xla
   model.dtype = "float32"  # float32 | bfloat16 (compute; params and optimizer stay float32)
+  model.init_type = "normal"  # normal | xavier | kaiming | orthogonal (the reference's init)
+  model.init_gain = 0.02  # std of normal, gain of xavier / orthogonal, std of BN scales
 
   config.loss = loss = ml_collections.ConfigDict()
-  loss.gan = "vanilla"  # vanilla | lsgan | none
+  loss.gan = "vanilla"  # vanilla | lsgan | wgangp (with the gradient penalty) | none
   loss.l1_weight = 100.0
   loss.conditional = True  # True: D sees (input, output); False: output only.
 
@@ -85,6 +88,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   optim.lr = 2e-4
   optim.beta1 = 0.5
   optim.beta2 = 0.999
+  # linear (constant, then to 0 over decay_steps) | step (x0.1 every lr_decay_steps) |
+  # plateau (x0.2 when the mean G loss over plateau_steps stalls) | cosine (to 0 at the end).
+  optim.lr_policy = "linear"
+  optim.lr_decay_steps = 50_000  # step: the reference's lr_decay_iters, in steps.
+  optim.plateau_steps = 1_000  # plateau: steps per period (the reference's epoch).
 
   config.inference = inference = ml_collections.ConfigDict()
   inference.norm_mode = "paper"  # paper (batch stats + dropout, as the reference) | running

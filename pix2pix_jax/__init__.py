@@ -1,9 +1,9 @@
 """pix2pix in JAX/Flax: paired image-to-image translation (Isola et al., CVPR 2017).
 
 The public API (imported lazily, so `import pix2pix_jax.input_pipeline` stays light):
-  train_and_evaluate(config, workdir)  train (or resume) a run into a workdir
+  train_and_evaluate(config, workdir[, init_from=W2])  train (or resume) a run into a workdir
   train_step(state, batch, rng, ...)   the pure pix2pix step (D, then G through the new D)
-  UNetGenerator, PatchDiscriminator    the networks (Flax Linen)
+  UNetGenerator, ResnetGenerator, PatchDiscriminator  the networks (Flax Linen)
   make_generate_fn(generator)          jitted inference with an explicit norm_mode
   Translator.from_workdir(W, ...)      a trained generator as a function of uint8 images of
                                        any size (`translator(image)`)
@@ -17,6 +17,7 @@ _EXPORTS = {
     "train_step": "pix2pix_jax.train",
     "create_train_state": "pix2pix_jax.train",
     "UNetGenerator": "pix2pix_jax.models",
+    "ResnetGenerator": "pix2pix_jax.models",
     "PatchDiscriminator": "pix2pix_jax.models",
     "make_generate_fn": "pix2pix_jax.inference",
     "Translator": "pix2pix_jax.translator",

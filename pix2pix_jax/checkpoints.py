@@ -33,9 +33,12 @@ ITEMS = ("state", "rng", "config", "generator_weights", "discriminator_weights")
 # Keys that change the networks' variables: a checkpoint only fits a config that agrees.
 ARCHITECTURE_KEYS = ("model.num_downs", "model.ngf", "model.ndf", "model.norm",
                      "model.d_layers", "model.input_channels", "model.output_channels",
-                     "model.skip_connections", "loss.conditional")
+                     "model.skip_connections", "loss.conditional", "model.generator")
+# The value of an architecture key that older configs lack.
+ARCHITECTURE_DEFAULTS = {"model.generator": "unet"}
 # Keys whose change re-shapes the learning-rate schedule of a resumed run.
-SCHEDULE_KEYS = ("num_train_steps", "decay_steps", "optim.lr")
+SCHEDULE_KEYS = ("num_train_steps", "decay_steps", "optim.lr", "optim.lr_policy",
+                 "optim.lr_decay_steps")
 
 
 def config_path(workdir: str) -> str:
@@ -51,11 +54,17 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
+def architecture_value(config: Any, key: str) -> Any:
+  """The config's value of an architecture key (its default where an older config lacks it)."""
+  value = configuration.lookup(config, key)
+  return ARCHITECTURE_DEFAULTS.get(key) if value is None else value
+
+
 def architecture_differences(saved: Any, config: Any) -> list[str]:
   """`key: saved -> new` for each architecture key on which the two configs differ."""
-  lookup = configuration.lookup
-  return [f"{key}: {lookup(saved, key)!r} -> {lookup(config, key)!r}"
-          for key in ARCHITECTURE_KEYS if lookup(saved, key) != lookup(config, key)]
+  values = [(key, architecture_value(saved, key), architecture_value(config, key))
+            for key in ARCHITECTURE_KEYS]
+  return [f"{key}: {before!r} -> {now!r}" for key, before, now in values if before != now]
 
 
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
@@ -74,9 +83,15 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
       raise configuration.ConfigError(
           f"{workdir} holds a run with other networks than this config ("
           + "; ".join(differences) + "): use a new --workdir, or the workdir's own values.")
+    policies = [configuration.lookup(c, "optim.lr_policy") or "linear" for c in (saved, config)]
+    if (policies[0] == "plateau") != (policies[1] == "plateau") and _holds_state(workdir):
+      raise configuration.ConfigError(
+          f"optim.lr_policy: {policies[0]!r} -> {policies[1]!r}: the optimizer states in "
+          f"{workdir} do not fit (plateau keeps its own); keep {policies[0]!r}, or start a new "
+          f"--workdir with --init_from={workdir}.")
     for key in SCHEDULE_KEYS:
       before, now = configuration.lookup(saved, key), configuration.lookup(config, key)
-      if before != now:
+      if before is not None and before != now:  # None: a key older runs did not have.
         logging.warning("%s changed from %r to %r since the last run in %s: the learning-rate "
                         "schedule is recomputed from the new values.", key, before, now, workdir)
   os.makedirs(workdir, exist_ok=True)
@@ -124,6 +139,20 @@ def save_weights(workdir: str, config: ml_collections.ConfigDict, generator_vari
   manager.wait_until_finished()
   manager.close()
   return workdir
+
+
+def has_checkpoints(workdir: str) -> bool:
+  """Whether `workdir` holds a finished checkpoint (temporary folders do not count)."""
+  directory = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "checkpoints")
+  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
+def _holds_state(workdir: str) -> bool:
+  """Whether a checkpoint of `workdir` holds a training state (not only weights)."""
+  directory = os.path.join(workdir, "checkpoints")
+  return has_checkpoints(workdir) and any(
+      os.path.isdir(os.path.join(directory, name, "state"))
+      for name in os.listdir(directory) if name.isdigit())
 
 
 def _has_item(manager: ocp.CheckpointManager, step: int, item: str) -> bool:
@@ -201,3 +230,43 @@ def load_variables(workdir: str, step: Optional[int] = None
     return config, weights["generator"], weights.get("discriminator")
   finally:
     manager.close()
+
+
+def _shape_differences(name: str, loaded: Any, template: Any) -> list[str]:
+  """`name/path: loaded shape -> expected shape` (or missing / unexpected) per variable."""
+  flat = lambda tree: {"/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape)
+                       for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  loaded, expected = flat(loaded), flat(template)
+  params_first = lambda key: (not key.startswith("params/"), key)
+  return [f"{name}/{key}: {loaded.get(key, 'missing')} -> {expected.get(key, 'unexpected')}"
+          for key in sorted(loaded.keys() | expected.keys(), key=params_first)
+          if loaded.get(key) != expected.get(key)]
+
+
+def weights_to_start_from(source: str, config: ml_collections.ConfigDict, template: Any
+                          ) -> dict[str, Any]:
+  """{'generator': variables[, 'discriminator': variables]} of `source`'s latest checkpoint.
+
+  What `--init_from=W2` starts a new run from (the reference's --continue_train, for a new
+  run). `template` is the new run's fresh TrainState; every network key and variable shape
+  of `source` must fit it, or a ConfigError lists the differences.
+  """
+  try:
+    saved_config, generator, discriminator = load_variables(source)
+  except FileNotFoundError as e:
+    raise configuration.ConfigError(f"--init_from={source}: {e}") from None
+  weights = {"generator": generator}
+  if discriminator is not None:
+    weights["discriminator"] = discriminator
+  keys = architecture_differences(saved_config, config)
+  shapes = [line for name, variables in weights.items()
+            for line in _shape_differences(name, variables, getattr(template, name).variables)]
+  if keys or shapes:
+    listed = keys + ([f"{len(shapes)} variable(s) differ, e.g. {shapes[0]}"] if keys and shapes
+                     else shapes[:8] + ([f"and {len(shapes) - 8} more"] if len(shapes) > 8 else []))
+    raise configuration.ConfigError(
+        f"--init_from={source} holds other networks than this config (" + "; ".join(listed)
+        + "): give this run that workdir's values of these keys.")
+  logging.info("Starting a new run from the weights of %s (step 0, fresh optimizer states).",
+               source)
+  return weights

@@ -7,7 +7,8 @@ from pix2pix_jax import losses
 from pix2pix_jax import models
 
 DIRECTIONS = ("AtoB", "BtoA")
-PREPROCESS = ("resize_and_crop", "crop", "scale_width", "none")
+PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
+LR_POLICIES = ("linear", "step", "plateau", "cosine")
 LAYOUTS = ("auto", "aligned", "folders")
 ON_BAD_FILE = ("error", "skip")
 TEST_SPLITS = ("test_a", "test_b")
@@ -97,10 +98,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for key in ("ngf", "ndf", "input_channels", "output_channels"):
     _check(model[key] >= 1, f"model.{key}={model[key]!r} must be >= 1.")
   _check(model.d_layers >= 0, f"model.d_layers={model.d_layers} must be >= 0.")
-  multiple = 2 ** model.num_downs
+  _validate_parity(config)
+  multiple, why = models.size_multiple(model)
   _check(data.crop_size >= multiple and data.crop_size % multiple == 0,
-         f"data.crop_size={data.crop_size} must be a positive multiple of 2**model.num_downs="
-         f"{multiple}.")
+         f"data.crop_size={data.crop_size} must be a positive multiple of {why}.")
   _check(data.load_size >= data.crop_size,
          f"data.load_size={data.load_size} must be >= data.crop_size={data.crop_size}.")
   _check(discriminator_output_size(data.crop_size, model.d_layers) >= 1,
@@ -109,11 +110,28 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(config.loss.l1_weight >= 0, f"loss.l1_weight={config.loss.l1_weight} must be >= 0.")
   _check(config.loss.gan != "none" or config.loss.l1_weight > 0,
          "loss.gan='none' with loss.l1_weight=0 leaves the generator nothing to learn.")
-  _validate_evaluation(config, multiple)
+  _validate_evaluation(config, multiple, why)
   return config
 
 
-def _validate_evaluation(config: ml_collections.ConfigDict, multiple: int) -> None:
+def _validate_parity(config: ml_collections.ConfigDict) -> None:
+  """model.generator / init_type / init_gain and optim.lr_policy and its keys (absent in
+  older configs: the defaults)."""
+  model, optim = config.model, config.optim
+  if "generator" in model:
+    _one_of(model, "generator", models.GENERATORS, prefix="model.")
+  if "init_type" in model:
+    _one_of(model, "init_type", models.INIT_TYPES, prefix="model.")
+    _check(model.init_gain > 0, f"model.init_gain={model.init_gain} must be > 0.")
+  _check(optim.lr > 0, f"optim.lr={optim.lr} must be > 0.")
+  _check(0 <= optim.beta1 < 1, f"optim.beta1={optim.beta1} must be in [0, 1).")
+  if "lr_policy" in optim:
+    _one_of(optim, "lr_policy", LR_POLICIES, prefix="optim.")
+    for key in ("lr_decay_steps", "plateau_steps"):
+      _check(optim[key] >= 1, f"optim.{key}={optim[key]} must be >= 1.")
+
+
+def _validate_evaluation(config: ml_collections.ConfigDict, multiple: int, why: str) -> None:
   """In-training validation and any-size inference keys (absent in older configs)."""
   eval_every_steps = config.get("eval_every_steps", 0)
   _check(eval_every_steps >= 0, f"eval_every_steps={eval_every_steps} must be >= 0 (0 = off).")
@@ -123,7 +141,6 @@ def _validate_evaluation(config: ml_collections.ConfigDict, multiple: int) -> No
   if predict is None:
     return
   _check(predict.tile_size >= multiple and predict.tile_size % multiple == 0,
-         f"predict.tile_size={predict.tile_size} must be a positive multiple of "
-         f"2**model.num_downs={multiple}.")
+         f"predict.tile_size={predict.tile_size} must be a positive multiple of {why}.")
   _check(0 <= predict.overlap < predict.tile_size // 2,
          f"predict.overlap={predict.overlap} must be in [0, predict.tile_size / 2).")

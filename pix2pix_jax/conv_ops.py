@@ -203,9 +203,21 @@ def conv2d(x, kernel, *, stride: int, padding: int, impl: str = "auto"):
   return _apply("conv", x, kernel, stride, padding, impl, (x.shape[0], out_h, out_w))
 
 
-def conv_transpose2d(x, kernel, *, stride: int, padding: int, impl: str = "auto"):
-  """PyTorch's ConvTranspose2d (no bias, no output padding): NHWC input, kernel (kh, kw, in,
-  out) applied unflipped to the stride-dilated input, padded by kh - 1 - padding."""
+def conv_transpose2d(x, kernel, *, stride: int, padding: int, impl: str = "auto",
+                     output_padding: int = 0):
+  """PyTorch's ConvTranspose2d (no bias): NHWC input, kernel (kh, kw, in, out) applied
+  unflipped to the stride-dilated input, padded by kh - 1 - padding.
+
+  `output_padding` rows and columns are added at the bottom and right, as PyTorch's: the
+  full (padding 0) transposed convolution cropped by `padding` at the top and left and by
+  `padding - output_padding` at the bottom and right (so output_padding <= padding).
+  """
+  if output_padding:
+    if not 0 < output_padding <= padding:
+      raise ValueError(f"output_padding={output_padding} must be in [0, padding={padding}].")
+    full = conv_transpose2d(x, kernel, stride=stride, padding=0, impl=impl)
+    end = padding - output_padding
+    return full[:, padding:full.shape[1] - end, padding:full.shape[2] - end]
   out_h, out_w = (stride * (side - 1) + k - 2 * padding
                   for side, k in zip(x.shape[1:3], kernel.shape[:2]))
   return _apply("transpose", x, kernel, stride, padding, impl, (x.shape[0], out_h, out_w))

@@ -1,8 +1,8 @@
 """The generator as a self-contained `jax.export` artifact (serialized StableHLO).
 
 The artifact holds the weights as constants and takes float32 images in [-1, 1] of shape
-(batch, M*h, M*w, input_channels), M = 2**model.num_downs, with a symbolic batch and
-symbolic h and w (any batch, any multiple of M); it returns (batch, M*h, M*w,
+(batch, M*h, M*w, input_channels), M = 2**model.num_downs (4 for the ResNets), with a
+symbolic batch and symbolic h and w (any batch, any multiple of M); it returns (batch, M*h, M*w,
 output_channels) in [-1, 1]. It is loaded and called with jax alone:
 
     from jax import export
@@ -45,9 +45,13 @@ def export_generator(config: ml_collections.ConfigDict, variables: Mapping[str, 
   def generate(images):
     return generator.apply(variables, images, train=paper_mode,
                            rngs={"dropout": jax.random.key(seed)})
-  multiple = 2 ** int(config.model.num_downs)
+  multiple, _ = models.size_multiple(config.model)
+  # The ResNets reflect-pad their (h, w) bottleneck by 1: it needs 2 pixels a side.
+  resnet = models.resnet_blocks(config.model.get("generator", "unet"))
+  constraints = ("h >= 2", "w >= 2") if resnet else ()
   shape = jax_export.symbolic_shape(
-      f"b, {multiple}*h, {multiple}*w, {int(config.model.input_channels)}")
+      f"b, {multiple}*h, {multiple}*w, {int(config.model.input_channels)}",
+      constraints=constraints)
   return jax_export.export(jax.jit(generate))(jax.ShapeDtypeStruct(shape, jnp.float32))
 
 
@@ -65,7 +69,7 @@ def export_workdir(workdir: str, output: str, *, checkpoint: str = "latest",
   os.makedirs(os.path.dirname(output), exist_ok=True)
   with open(output, "wb") as f:
     f.write(exported.serialize())
-  multiple = 2 ** int(config.model.num_downs)
+  multiple, _ = models.size_multiple(config.model)
   info = {
       "format": "jax.export (StableHLO), load with jax.export.deserialize",
       "norm_mode": norm_mode,

@@ -9,7 +9,8 @@ whatever the device, process or worker count, and resuming at step s is `ds[s:]`
 
 Preprocessing follows the reference's aligned dataset (data.preprocess): resize A and
 B to load_size (`resize_and_crop`, PIL bicubic), or their width to load_size
-(`scale_width`), or not at all (`crop`, `none`); then the same random crop_size crop
+(`scale_width`, `scale_width_and_crop`), or not at all (`crop`, `none`); then the same
+random crop_size crop
 and horizontal flip for both; scale to float32 [-1, 1]. Test images are brought to
 crop_size without randomness (see `eval_geometry`).
 
@@ -33,7 +34,8 @@ import numpy as np
 from PIL import Image
 
 DIRECTIONS = ("AtoB", "BtoA")
-PREPROCESS = ("resize_and_crop", "crop", "scale_width", "none")
+PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
+SCALE_WIDTH = ("scale_width", "scale_width_and_crop")  # the same here (see train_geometry)
 # Separate random streams derived from config.seed.
 _ORDER_STREAM = 0
 _AUGMENT_STREAM = 1
@@ -125,8 +127,8 @@ def resize(image: Image.Image, size: int | tuple[int, int]) -> np.ndarray:
 def scale_width_size(width: int, height: int, target_width: int, min_height: int
                      ) -> tuple[int, int]:
   """(width, height) for `scale_width`: width to target_width, aspect kept, height at
-  least min_height (the reference's rule, so that a crop always fits)."""
-  return target_width, max(int(round(target_width * height / width)), min_height)
+  least min_height (the reference's __scale_width: int(max(w * h / w0, min)), truncated)."""
+  return target_width, int(max(target_width * height / width, min_height))
 
 
 def to_float(image: np.ndarray) -> np.ndarray:
@@ -195,21 +197,27 @@ def _input_target(example: Mapping[str, Any], prep: Preprocessing):
 
 
 def train_geometry(image: Image.Image, prep: Preprocessing) -> np.ndarray:
-  """The training resize of data.preprocess (before the random crop)."""
+  """The training resize of data.preprocess (before the random crop).
+
+  `scale_width_and_crop` is the reference's: width to load_size keeping the aspect, then
+  the random crop. The reference's `scale_width` does not crop (whole images of varying
+  height, batch 1 only); here batches need one size, so it crops too.
+  """
   if prep.preprocess == "resize_and_crop":
     return resize(image, prep.load_size)
-  if prep.preprocess == "scale_width":
+  if prep.preprocess in SCALE_WIDTH:
     return resize(image, scale_width_size(*image.size, prep.load_size, prep.crop_size))
   return to_array(image)  # crop, none: as stored.
 
 
 def eval_geometry(image: Image.Image, prep: Preprocessing) -> np.ndarray:
   """A test image at crop_size x crop_size, deterministic: `resize_and_crop` resizes to
-  crop_size, `scale_width` scales the width to crop_size and crops the centre, `crop`
+  crop_size, `scale_width` (and `scale_width_and_crop`) scales the width to crop_size and
+  crops the centre, `crop`
   crops the centre, `none` keeps the image (crop_size square)."""
   if prep.preprocess == "resize_and_crop":
     return resize(image, prep.crop_size)
-  if prep.preprocess == "scale_width":
+  if prep.preprocess in SCALE_WIDTH:
     image = resize(image, scale_width_size(*image.size, prep.crop_size, prep.crop_size))
   else:
     image = to_array(image)

@@ -1,8 +1,9 @@
-"""U-Net generator and PatchGAN discriminator, as in pix2pix (Isola et al. 2017).
+"""U-Net and ResNet generators and the PatchGAN discriminator, as in pix2pix (Isola et al. 2017).
 
 Layer for layer the PyTorch reference (junyanz/pytorch-CycleGAN-and-pix2pix `unet_256` /
-`unet_128`, `basic` / `n_layers` / `pixel` discriminators): same biases, paddings, init and
-batch-norm semantics, so parameter counts and receptive fields match exactly.
+`unet_128` / `resnet_6blocks` / `resnet_9blocks`, `basic` / `n_layers` / `pixel`
+discriminators): same biases, paddings, init (`init_type`, `init_gain`) and batch-norm
+semantics, so parameter counts and receptive fields match exactly.
 
 Variables are `{'params', 'batch_stats'}`; no module keeps state between calls. Every module
 takes `train`: with `train=True` batch norm normalises with the statistics of the given batch
@@ -25,12 +26,75 @@ Array = jax.Array
 NORMS = ("batch", "instance", "none")
 DROPOUT_PLACEMENTS = ("pytorch", "lua")
 
-conv_init = nn.initializers.normal(stddev=0.02)  # the reference's init_weights('normal', 0.02)
+GENERATORS = ("unet", "resnet_6blocks", "resnet_9blocks")
+INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 
 
-def _scale_init(key, shape, dtype=jnp.float32):
-  """Batch-norm scale ~ N(1, 0.02), as the reference."""
-  return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
+def _torch_fans(shape, transposed: bool) -> tuple[int, int]:
+  """PyTorch's (fan_in, fan_out) of a conv weight, from our (kh, kw, in, out) kernel shape.
+
+  PyTorch reads them off its weight layout: Conv2d (out, in, kh, kw) gives fan_in = in*kh*kw,
+  but ConvTranspose2d (in, out, kh, kw) gives fan_in = out*kh*kw.
+  """
+  kh, kw, features_in, features_out = shape
+  fan_in, fan_out = features_in * kh * kw, features_out * kh * kw
+  return (fan_out, fan_in) if transposed else (fan_in, fan_out)
+
+
+def _torch_orthogonal(key, shape, gain: float, transposed: bool) -> jax.Array:
+  """torch.nn.init.orthogonal_ on the PyTorch weight, returned in our kernel layout.
+
+  The weight flattened to (rows = its first dim, rest) has orthonormal rows (or columns,
+  if there are more rows than columns), times `gain`.
+  """
+  kh, kw, features_in, features_out = shape
+  rows = features_in if transposed else features_out
+  cols = kh * kw * (features_out if transposed else features_in)
+  flat = jax.random.normal(key, (max(rows, cols), min(rows, cols)), jnp.float32)
+  q, r = jnp.linalg.qr(flat)
+  q = q * jnp.sign(jnp.diagonal(r))  # as torch: a uniformly distributed rotation.
+  q = (q.T if rows < cols else q) * gain
+  if transposed:  # torch (in, out, kh, kw) -> ours, flipped as models.ConvTranspose.
+    return q.reshape(features_in, features_out, kh, kw).transpose(2, 3, 0, 1)[::-1, ::-1]
+  return q.reshape(features_out, features_in, kh, kw).transpose(2, 3, 1, 0)
+
+
+def kernel_init(init_type: str, gain: float, transposed: bool = False):
+  """The reference's init_weights for a conv kernel (kh, kw, in, out).
+
+  normal: N(0, gain); xavier: xavier_normal_(gain); kaiming: kaiming_normal_(a=0,
+  mode='fan_in'), std sqrt(2 / fan_in), gain unused as in the reference; orthogonal:
+  orthogonal_(gain). Fans and orthogonality are PyTorch's, on its weight layout.
+  """
+  def init(key, shape, dtype=jnp.float32):
+    fan_in, fan_out = _torch_fans(shape, transposed)
+    if init_type == "normal":
+      std = gain
+    elif init_type == "xavier":
+      std = gain * (2.0 / (fan_in + fan_out)) ** 0.5
+    elif init_type == "kaiming":
+      std = (2.0 / fan_in) ** 0.5
+    elif init_type == "orthogonal":
+      return _torch_orthogonal(key, shape, gain, transposed).astype(dtype)
+    else:
+      raise ValueError(f"model.init_type={init_type!r} is not one of {INIT_TYPES}.")
+    return std * jax.random.normal(key, shape, dtype)
+  return init
+
+
+conv_init = kernel_init("normal", 0.02)  # the reference's default init_weights('normal', 0.02)
+
+
+def scale_init(gain: float = 0.02):
+  """Batch-norm scale ~ N(1, gain), as the reference (for every init_type)."""
+  def init(key, shape, dtype=jnp.float32):
+    return 1.0 + gain * jax.random.normal(key, shape, dtype)
+  return init
+
+
+def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
+  """PyTorch's ReflectionPad2d(pad) of an NHWC array (the edge pixel is not repeated)."""
+  return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
 
 
 class Conv(nn.Module):
@@ -42,10 +106,14 @@ class Conv(nn.Module):
   use_bias: bool = True
   dtype: Any = jnp.float32
   conv_impl: str = "auto"  # how weight gradients are computed (conv_ops); same parameters.
+  init_type: str = "normal"  # model.init_type / init_gain (kernel_init).
+  init_gain: float = 0.02
 
   def _kernel(self, in_features: int) -> jax.Array:
     k = self.kernel_size
-    kernel = self.param("kernel", conv_init, (k, k, in_features, self.features), jnp.float32)
+    init = kernel_init(self.init_type, self.init_gain,
+                       transposed=isinstance(self, ConvTranspose))
+    kernel = self.param("kernel", init, (k, k, in_features, self.features), jnp.float32)
     return kernel.astype(self.dtype)
 
   def _add_bias(self, y: jax.Array) -> jax.Array:
@@ -65,14 +133,16 @@ class ConvTranspose(Conv):
 
   Written as a convolution of the 2x-dilated input, padded by k - 1 - padding. The kernel is
   stored (kh, kw, in, out) and applied unflipped, so a PyTorch weight (in, out, kh, kw) maps to
-  `w.transpose(2, 3, 0, 1)[::-1, ::-1]`.
+  `w.transpose(2, 3, 0, 1)[::-1, ::-1]`. `output_padding` as PyTorch's (the ResNet's
+  k=3, padding=1, output_padding=1 also doubles).
   """
+  output_padding: int = 0
 
   @nn.compact
   def __call__(self, x):
     y = conv_ops.conv_transpose2d(x.astype(self.dtype), self._kernel(x.shape[-1]),
                                   stride=self.strides, padding=self.padding,
-                                  impl=self.conv_impl)
+                                  impl=self.conv_impl, output_padding=self.output_padding)
     return self._add_bias(y)
 
 
@@ -87,11 +157,12 @@ class BatchNorm(nn.Module):
   momentum: float = 0.1  # weight of the new batch statistics, PyTorch convention.
   epsilon: float = 1e-5
   axis_name: Optional[str] = None
+  init_gain: float = 0.02  # scale ~ N(1, init_gain)
 
   @nn.compact
   def __call__(self, x, *, train: bool):
     features = x.shape[-1]
-    scale = self.param("scale", _scale_init, (features,), jnp.float32)
+    scale = self.param("scale", scale_init(self.init_gain), (features,), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
     running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
     running_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
@@ -138,10 +209,11 @@ class Identity(nn.Module):
     return x
 
 
-def make_norm(norm: str, axis_name: Optional[str] = None) -> Callable[..., nn.Module]:
+def make_norm(norm: str, axis_name: Optional[str] = None,
+              init_gain: float = 0.02) -> Callable[..., nn.Module]:
   """Returns a factory of the norm layer named `norm` ('batch', 'instance' or 'none')."""
   if norm == "batch":
-    return functools.partial(BatchNorm, axis_name=axis_name)
+    return functools.partial(BatchNorm, axis_name=axis_name, init_gain=init_gain)
   if norm == "instance":
     return InstanceNorm
   if norm == "none":
@@ -196,15 +268,18 @@ class UNetBlock(nn.Module):
   depth: int = 0
   dtype: Any = jnp.float32
   conv_impl: str = "auto"
+  init_type: str = "normal"
+  init_gain: float = 0.02
 
   @nn.compact
   def __call__(self, x, *, train: bool, example_ids=None):
     outermost = self.depth == 0
     innermost = self.depth == len(self.channels) - 1
     outer, inner = self.channels[self.depth]
-    norm = make_norm(self.norm, self.axis_name)
+    norm = make_norm(self.norm, self.axis_name, self.init_gain)
     bias = uses_bias(self.norm)
-    conv = functools.partial(Conv, dtype=self.dtype, conv_impl=self.conv_impl)
+    init = {"init_type": self.init_type, "init_gain": self.init_gain}
+    conv = functools.partial(Conv, dtype=self.dtype, conv_impl=self.conv_impl, **init)
 
     h = x if outermost else nn.leaky_relu(x, 0.2)
     h = conv(inner, use_bias=bias, name="down_conv")(h)
@@ -214,11 +289,11 @@ class UNetBlock(nn.Module):
       h = UNetBlock(
           channels=self.channels, out_features=inner, norm=self.norm, axis_name=self.axis_name,
           skip_connections=self.skip_connections, dropout_levels=self.dropout_levels,
-          depth=self.depth + 1, dtype=self.dtype, conv_impl=self.conv_impl, name="submodule")(
-              h, train=train, example_ids=example_ids)
+          depth=self.depth + 1, dtype=self.dtype, conv_impl=self.conv_impl, **init,
+          name="submodule")(h, train=train, example_ids=example_ids)
     h = nn.relu(h)
     h = ConvTranspose(self.out_features, use_bias=outermost or bias, dtype=self.dtype,
-                      conv_impl=self.conv_impl, name="up_conv")(h)
+                      conv_impl=self.conv_impl, **init, name="up_conv")(h)
     if outermost:
       return jnp.tanh(h)
     h = norm(name="up_norm")(h, train=train)
@@ -269,6 +344,8 @@ class UNetGenerator(nn.Module):
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
   conv_impl: str = "auto"
+  init_type: str = "normal"
+  init_gain: float = 0.02
 
   @nn.compact
   def __call__(self, x, *, train: bool, example_ids=None):
@@ -278,7 +355,8 @@ class UNetGenerator(nn.Module):
     y = UNetBlock(
         channels=tuple(channels), out_features=self.output_channels, norm=self.norm,
         axis_name=self.axis_name, skip_connections=self.skip_connections,
-        dropout_levels=levels, dtype=self.dtype, conv_impl=self.conv_impl, name="unet")(
+        dropout_levels=levels, dtype=self.dtype, conv_impl=self.conv_impl,
+        init_type=self.init_type, init_gain=self.init_gain, name="unet")(
             x, train=train, example_ids=example_ids)
     return y.astype(jnp.float32)
 
@@ -295,12 +373,15 @@ class PatchDiscriminator(nn.Module):
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
   conv_impl: str = "auto"
+  init_type: str = "normal"
+  init_gain: float = 0.02
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    norm = make_norm(self.norm, self.axis_name)
+    norm = make_norm(self.norm, self.axis_name, self.init_gain)
     bias = uses_bias(self.norm)
-    conv = functools.partial(Conv, dtype=self.dtype, conv_impl=self.conv_impl)
+    conv = functools.partial(Conv, dtype=self.dtype, conv_impl=self.conv_impl,
+                             init_type=self.init_type, init_gain=self.init_gain)
     if self.n_layers == 0:
       h = nn.leaky_relu(conv(self.ndf, 1, 1, 0, name="conv_0")(x), 0.2)
       h = conv(self.ndf * 2, 1, 1, 0, use_bias=bias, name="conv_1")(h)
@@ -318,6 +399,89 @@ class PatchDiscriminator(nn.Module):
     return conv(1, strides=1, name=f"conv_{self.n_layers + 1}")(h).astype(jnp.float32)
 
 
+class ResnetBlock(nn.Module):
+  """The reference's ResnetBlock: x + (reflect-pad 1, 3x3 conv, norm, ReLU, [dropout 0.5],
+  reflect-pad 1, 3x3 conv, norm)."""
+  features: int
+  norm: str
+  axis_name: Optional[str]
+  use_dropout: bool
+  dtype: Any = jnp.float32
+  conv_impl: str = "auto"
+  init_type: str = "normal"
+  init_gain: float = 0.02
+
+  @nn.compact
+  def __call__(self, x, *, train: bool, example_ids=None):
+    norm = make_norm(self.norm, self.axis_name, self.init_gain)
+    conv = functools.partial(
+        Conv, self.features, kernel_size=3, strides=1, padding=0,
+        use_bias=uses_bias(self.norm), dtype=self.dtype, conv_impl=self.conv_impl,
+        init_type=self.init_type, init_gain=self.init_gain)
+    h = nn.relu(norm(name="norm_0")(conv(name="conv_0")(reflect_pad(x, 1)), train=train))
+    if self.use_dropout:
+      h = Dropout(0.5)(h, deterministic=not train, example_ids=example_ids)
+    h = norm(name="norm_1")(conv(name="conv_1")(reflect_pad(h, 1)), train=train)
+    return x + h
+
+
+class ResnetGenerator(nn.Module):
+  """The reference's ResnetGenerator (resnet_6blocks / resnet_9blocks, after Johnson et al.).
+
+  Reflect-pad 3, 7x7 conv (ngf), norm, ReLU; two 3x3 stride-2 convs (ngf*2, ngf*4), each
+  with norm and ReLU; `n_blocks` ResnetBlocks at ngf*4; two 3x3 stride-2 transposed convs
+  (padding 1, output_padding 1) back to ngf, each with norm and ReLU; reflect-pad 3, 7x7
+  conv to output_channels with a bias, tanh. Inner convs have a bias as `uses_bias(norm)`.
+  Height and width must be multiples of 4.
+  """
+  n_blocks: int = 9
+  ngf: int = 64
+  output_channels: int = 3
+  norm: str = "batch"
+  use_dropout: bool = True
+  axis_name: Optional[str] = None
+  dtype: Any = jnp.float32
+  conv_impl: str = "auto"
+  init_type: str = "normal"
+  init_gain: float = 0.02
+
+  @nn.compact
+  def __call__(self, x, *, train: bool, example_ids=None):
+    norm = make_norm(self.norm, self.axis_name, self.init_gain)
+    common = {"dtype": self.dtype, "conv_impl": self.conv_impl, "init_type": self.init_type,
+              "init_gain": self.init_gain}
+    bias = uses_bias(self.norm)
+    h = Conv(self.ngf, 7, 1, 0, use_bias=bias, **common, name="conv_in")(reflect_pad(x, 3))
+    h = nn.relu(norm(name="norm_in")(h, train=train))
+    for i in range(2):
+      h = Conv(self.ngf * 2 ** (i + 1), 3, 2, 1, use_bias=bias, **common, name=f"down_{i}")(h)
+      h = nn.relu(norm(name=f"down_norm_{i}")(h, train=train))
+    for i in range(self.n_blocks):
+      h = ResnetBlock(self.ngf * 4, self.norm, self.axis_name, self.use_dropout, **common,
+                      name=f"block_{i}")(h, train=train, example_ids=example_ids)
+    for i in range(2):
+      h = ConvTranspose(self.ngf * 2 ** (1 - i), 3, 2, 1, use_bias=bias, output_padding=1,
+                        **common, name=f"up_{i}")(h)
+      h = nn.relu(norm(name=f"up_norm_{i}")(h, train=train))
+    h = Conv(self.output_channels, 7, 1, 0, **common, name="conv_out")(reflect_pad(h, 3))
+    return jnp.tanh(h).astype(jnp.float32)
+
+
+def resnet_blocks(generator: str) -> int:
+  """6 or 9 for 'resnet_6blocks' / 'resnet_9blocks'; 0 for the U-Net."""
+  if generator not in GENERATORS:
+    raise ValueError(f"model.generator={generator!r} is not one of {GENERATORS}.")
+  return {"resnet_6blocks": 6, "resnet_9blocks": 9}.get(generator, 0)
+
+
+def size_multiple(model_config) -> tuple[int, str]:
+  """(m, why): image sides must be multiples of m for the configured generator."""
+  if resnet_blocks(model_config.get("generator", "unet")):
+    return 4, f"the {model_config.generator} generator's two stride-2 levels: 4"
+  multiple = 2 ** int(model_config.num_downs)
+  return multiple, f"2**model.num_downs={multiple}"
+
+
 def compute_dtype(model_config, dtype: Any = None) -> Any:
   """`dtype` if given, else the config's `model.dtype` (float32 when the key is absent)."""
   if dtype is not None:
@@ -325,16 +489,26 @@ def compute_dtype(model_config, dtype: Any = None) -> Any:
   return jnp.dtype(model_config.get("dtype", "float32"))
 
 
+def _init_args(model_config) -> dict[str, Any]:
+  """model.init_type / init_gain (the reference's defaults where the keys are absent)."""
+  return {"init_type": model_config.get("init_type", "normal"),
+          "init_gain": float(model_config.get("init_gain", 0.02))}
+
+
 def create_generator(model_config, *, axis_name: Optional[str] = None,
-                     dtype: Any = None) -> UNetGenerator:
-  """The generator the config describes (`config.model`)."""
+                     dtype: Any = None) -> nn.Module:
+  """The generator the config describes (`config.model`): U-Net or ResNet."""
   dtype = compute_dtype(model_config, dtype)
+  common = {"ngf": model_config.ngf, "output_channels": model_config.output_channels,
+            "norm": model_config.norm, "use_dropout": model_config.dropout,
+            "axis_name": axis_name, "dtype": dtype,
+            "conv_impl": model_config.get("conv_impl", "auto"), **_init_args(model_config)}
+  n_blocks = resnet_blocks(model_config.get("generator", "unet"))
+  if n_blocks:
+    return ResnetGenerator(n_blocks=n_blocks, **common)
   return UNetGenerator(
-      num_downs=model_config.num_downs, ngf=model_config.ngf,
-      output_channels=model_config.output_channels, norm=model_config.norm,
-      use_dropout=model_config.dropout, dropout_placement=model_config.dropout_placement,
-      skip_connections=model_config.skip_connections, axis_name=axis_name, dtype=dtype,
-      conv_impl=model_config.get("conv_impl", "auto"))
+      num_downs=model_config.num_downs, dropout_placement=model_config.dropout_placement,
+      skip_connections=model_config.skip_connections, **common)
 
 
 def create_discriminator(model_config, *, axis_name: Optional[str] = None,
@@ -343,4 +517,5 @@ def create_discriminator(model_config, *, axis_name: Optional[str] = None,
   dtype = compute_dtype(model_config, dtype)
   return PatchDiscriminator(ndf=model_config.ndf, n_layers=model_config.d_layers,
                             norm=model_config.norm, axis_name=axis_name, dtype=dtype,
-                            conv_impl=model_config.get("conv_impl", "auto"))
+                            conv_impl=model_config.get("conv_impl", "auto"),
+                            **_init_args(model_config))

@@ -13,6 +13,10 @@ tensors. Its layout follows the module nesting:
                       down-conv `model.model.1.model.1.weight`.
   NLayerDiscriminator `model.N`: conv, LeakyReLU, then (conv, norm, LeakyReLU) per layer, conv.
   PixelDiscriminator  `net.N`: conv, LeakyReLU, conv, norm, LeakyReLU, conv.
+  ResnetGenerator     `model.N`, one nn.Sequential: pad, conv, norm, ReLU (0-3), two (conv,
+                      norm, ReLU) downsamplings (4-9), the n ResnetBlocks (10 ...), each a
+                      `conv_block` Sequential [pad, conv, norm, ReLU, (dropout,) pad, conv,
+                      norm], two (conv-transpose, norm, ReLU) upsamplings, pad, conv, tanh.
 
 Conv2d weights (out, in, kh, kw) become our (kh, kw, in, out) kernels; ConvTranspose2d weights
 (in, out, kh, kw) become `w.transpose(2, 3, 0, 1)[::-1, ::-1]` (see models.ConvTranspose).
@@ -38,6 +42,7 @@ import numpy as np
 
 from pix2pix_jax import checkpoints
 from pix2pix_jax import configuration
+from pix2pix_jax import models
 
 StateDict = Mapping[str, Any]
 _LISTED = 8  # keys listed per kind of mismatch in an error message.
@@ -82,6 +87,26 @@ def generator_layers(num_downs: int) -> list[Layer]:
       kind = {"down_conv": "conv", "up_conv": "conv_transpose"}.get(name, "norm")
       layers.append(Layer(flax_path + (name,), f"{prefix}.{index}", kind,
                           always_bias=depth == 0 and name == "up_conv"))
+  return layers
+
+
+def resnet_generator_layers(n_blocks: int, dropout: bool) -> list[Layer]:
+  """The ResnetGenerator's layers with their reference counterparts, input side first."""
+  layers = [Layer(("conv_in",), "model.1", "conv"), Layer(("norm_in",), "model.2", "norm")]
+  for i in range(2):  # downsamplings at 4 and 7
+    layers += [Layer((f"down_{i}",), f"model.{4 + 3 * i}", "conv"),
+               Layer((f"down_norm_{i}",), f"model.{5 + 3 * i}", "norm")]
+  second = 6 if dropout else 5  # a block's second conv comes after the dropout.
+  for i in range(n_blocks):
+    prefix = f"model.{10 + i}.conv_block"
+    for j, index in enumerate((1, second)):
+      layers += [Layer((f"block_{i}", f"conv_{j}"), f"{prefix}.{index}", "conv"),
+                 Layer((f"block_{i}", f"norm_{j}"), f"{prefix}.{index + 1}", "norm")]
+  up = 10 + n_blocks
+  for i in range(2):
+    layers += [Layer((f"up_{i}",), f"model.{up + 3 * i}", "conv_transpose"),
+               Layer((f"up_norm_{i}",), f"model.{up + 3 * i + 1}", "norm")]
+  layers.append(Layer(("conv_out",), f"model.{up + 7}", "conv", always_bias=True))
   return layers
 
 
@@ -248,8 +273,26 @@ def _file_norm(state_dict: StateDict, norm_conv_bias: str) -> str:
   return "batch" if any(k.endswith(".running_mean") for k in state_dict) else "none"
 
 
+def describe_resnet_file(state_dict: StateDict) -> str:
+  """What a reference ResnetGenerator state_dict looks like in our keys ('' if not one)."""
+  first = _shape(state_dict, "model.1.weight")
+  if not first or len(first) != 4 or first[2:] != (7, 7):
+    return ""
+  n_blocks = 0
+  while f"model.{10 + n_blocks}.conv_block.1.weight" in state_dict:
+    n_blocks += 1
+  last = _shape(state_dict, f"model.{17 + n_blocks}.weight") or (None,)
+  dropout = "model.10.conv_block.6.weight" in state_dict
+  return (f"model.generator='resnet_{n_blocks}blocks', model.ngf={first[0]}, "
+          f"model.norm={_file_norm(state_dict, 'model.1.bias')!r}, model.dropout={dropout}, "
+          f"model.input_channels={first[1]}, model.output_channels={last[0]}")
+
+
 def describe_generator_file(state_dict: StateDict) -> str:
-  """What a reference U-Net state_dict looks like in our config keys ('' if not a U-Net)."""
+  """What a reference generator state_dict looks like in our config keys ('' if not one)."""
+  resnet = describe_resnet_file(state_dict)
+  if resnet:
+    return resnet
   first = _shape(state_dict, "model.model.0.weight")
   last = _shape(state_dict, "model.model.3.weight")
   if not first or not last or len(first) != 4 or len(last) != 4:
@@ -288,19 +331,28 @@ def describe_file(state_dict: StateDict) -> str:
 
 def generator_variables(state_dict: StateDict, config: ml_collections.ConfigDict, *,
                         source: str = "The generator state_dict") -> dict:
-  """The U-Net variables ({'params', 'batch_stats'}) for `config` from a reference state_dict.
+  """The generator's variables ({'params', 'batch_stats'}) for `config` from a reference
+  state_dict: a U-Net (unet_256, unet_128, ...) or a ResnetGenerator (resnet_6blocks,
+  resnet_9blocks, whose keys depend on model.dropout, the reference's --no_dropout).
 
   `state_dict` maps the reference's keys to numpy arrays or torch tensors; every key and
   shape is checked against `config.model` (ConfigError listing the mismatches, naming
   `source`, e.g. the file).
   """
   _check_supported(config)
-  layers = generator_layers(config.model.num_downs)
+  n_blocks = models.resnet_blocks(config.model.get("generator", "unet"))
+  if n_blocks:
+    layers = resnet_generator_layers(n_blocks, config.model.dropout)
+    described = ("model.generator", "model.ngf", "model.norm", "model.dropout",
+                 "model.input_channels", "model.output_channels")
+  else:
+    layers = generator_layers(config.model.num_downs)
+    described = ("model.num_downs", "model.ngf", "model.norm", "model.input_channels",
+                 "model.output_channels")
   return _convert(
       state_dict, layers, config.model.norm, _templates(config).generator.variables,
       network="generator", source=source, file_hint=describe_file(state_dict),
-      described_config=_describe(config, ("model.num_downs", "model.ngf", "model.norm",
-                                          "model.input_channels", "model.output_channels")))
+      described_config=_describe(config, described))
 
 
 def discriminator_variables(state_dict: StateDict, config: ml_collections.ConfigDict, *,

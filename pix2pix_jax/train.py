@@ -32,8 +32,13 @@ from pix2pix_jax import inference
 from pix2pix_jax import input_pipeline
 from pix2pix_jax import losses
 from pix2pix_jax import models
+from pix2pix_jax import optimizers
 from pix2pix_jax import parallel
 from pix2pix_jax import writers
+
+# Their former home (they live in optimizers.py now).
+create_optimizer = optimizers.create_optimizer
+learning_rate_schedule = optimizers.learning_rate_schedule
 
 
 @flax.struct.dataclass
@@ -65,7 +70,7 @@ class TrainState:
 @dataclasses.dataclass(frozen=True)
 class Pix2Pix:
   """The static half of training: modules, optimizers and loss settings (from the config)."""
-  generator: models.UNetGenerator
+  generator: Any  # models.UNetGenerator or models.ResnetGenerator
   discriminator: models.PatchDiscriminator
   generator_tx: optax.GradientTransformation
   discriminator_tx: optax.GradientTransformation
@@ -79,33 +84,10 @@ class Pix2Pix:
     return cls(
         generator=models.create_generator(config.model, axis_name=axis_name),
         discriminator=models.create_discriminator(config.model, axis_name=axis_name),
-        generator_tx=create_optimizer(config),
-        discriminator_tx=create_optimizer(config),
+        generator_tx=optimizers.create_optimizer(config, "generator"),
+        discriminator_tx=optimizers.create_optimizer(config, "discriminator"),
         gan_loss=config.loss.gan, l1_weight=float(config.loss.l1_weight),
         conditional=bool(config.loss.conditional))
-
-
-def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-  """The reference's `linear` policy in steps: constant, then linear decay over decay_steps.
-
-  lr(t) = lr * (1 - max(0, t + 1 - (num_train_steps - decay_steps)) / (decay_steps + 1)),
-  the reference's rule with its epochs read as steps. A decay_steps beyond num_train_steps
-  decays over the whole run.
-  """
-  base_lr = config.optim.lr
-  decay_steps = min(config.decay_steps, config.num_train_steps)
-  constant_steps = config.num_train_steps - decay_steps
-
-  def schedule(count):
-    decayed = jnp.maximum(0, count + 1 - constant_steps) / (decay_steps + 1.0)
-    return base_lr * (1.0 - decayed)
-  return schedule
-
-
-def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Adam(lr 2e-4, betas (0.5, 0.999)) on the linear schedule, as the reference."""
-  return optax.adam(learning_rate_schedule(config), b1=config.optim.beta1,
-                    b2=config.optim.beta2, eps=1e-8)
 
 
 def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array,
@@ -194,6 +176,18 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
         mutable=["batch_stats"])
     return logits, updates.get("batch_stats", {})
 
+  def penalty(d_params, d_batch_stats):
+    """wgangp's gradient penalty. D sees the interpolates in train mode (their batch
+    statistics) but updates no running statistics: a pure function of its input."""
+    alpha_rng = jax.random.split(dropout_rng)[1]
+    alpha = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(alpha_rng, i)))(
+        example_ids)  # one per example, from its global index: device-count independent.
+    critic = lambda x: pix2pix.discriminator.apply(
+        {"params": d_params, "batch_stats": d_batch_stats}, x, train=True)
+    real, fake = (losses.discriminator_input(inputs, images, pix2pix.conditional)
+                  for images in (targets, jax.lax.stop_gradient(fakes)))
+    return losses.gradient_penalty(critic, real, fake, alpha)
+
   metrics, grads = {}, {}
   d_params, d_batch_stats, d_opt_state = d.params, d.batch_stats, d.opt_state
   if pix2pix.gan_loss != "none":
@@ -201,14 +195,20 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
       fake_logits, stats = discriminate(params, d_batch_stats, jax.lax.stop_gradient(fakes))
       real_logits, stats = discriminate(params, stats, targets)
       loss = losses.discriminator_loss(fake_logits, real_logits, pix2pix.gan_loss)
-      return loss, (stats, fake_logits, real_logits)
-    (d_loss, (d_batch_stats, fake_logits, real_logits)), d_grads = jax.value_and_grad(
+      gp = penalty(params, stats) if pix2pix.gan_loss == "wgangp" else jnp.zeros([])
+      return loss + gp, (stats, fake_logits, real_logits, gp)
+    (d_loss, (d_batch_stats, fake_logits, real_logits, gp)), d_grads = jax.value_and_grad(
         d_loss_fn, has_aux=True)(d_params)
     d_grads = pmean(d_grads)
-    updates, d_opt_state = pix2pix.discriminator_tx.update(d_grads, d_opt_state, d_params)
+    updates, d_opt_state = pix2pix.discriminator_tx.update(
+        d_grads, d_opt_state, d_params, lr_scale=optimizers.plateau_scale(g.opt_state))
     d_params = optax.apply_updates(d_params, updates)
-    metrics.update(d_loss=d_loss, d_real=jnp.mean(jax.nn.sigmoid(real_logits)),
-                   d_fake=jnp.mean(jax.nn.sigmoid(fake_logits)))
+    # wgangp's D outputs are critic values, not logits: reported as they are.
+    squash = (lambda x: x) if pix2pix.gan_loss == "wgangp" else jax.nn.sigmoid
+    metrics.update(d_loss=d_loss, d_real=jnp.mean(squash(real_logits)),
+                   d_fake=jnp.mean(squash(fake_logits)))
+    if pix2pix.gan_loss == "wgangp":
+      metrics["d_penalty"] = gp
     grads["d_grads"] = d_grads
 
   def g_loss_fn(fake_images):
@@ -223,10 +223,11 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
       g_loss_fn, has_aux=True)(fakes)
   (g_grads,) = generator_vjp(loss_grad_wrt_fakes)
   g_grads = pmean(g_grads)
-  updates, g_opt_state = pix2pix.generator_tx.update(g_grads, g.opt_state, g.params)
-  g_params = optax.apply_updates(g.params, updates)
   metrics.update(g_metrics, g_loss=g_loss)
   metrics = pmean(metrics)
+  updates, g_opt_state = pix2pix.generator_tx.update(g_grads, g.opt_state, g.params,
+                                                     value=metrics["g_loss"])
+  g_params = optax.apply_updates(g.params, updates)
   grads["g_grads"] = g_grads
   finite = all_finite((metrics, grads))
   if with_grads:
@@ -331,14 +332,36 @@ def fresh_state(config: ml_collections.ConfigDict, rng: jax.Array, pix2pix: Pix2
   return multihost_utils.broadcast_one_to_all(state)
 
 
-def initial_state(config: ml_collections.ConfigDict, pix2pix: Pix2Pix, manager
-                  ) -> tuple[TrainState, jax.Array]:
+def start_weights(config: ml_collections.ConfigDict, workdir: str, init_from: str
+                  ) -> Optional[dict[str, Any]]:
+  """The weights a new run in `workdir` starts from: `init_from`'s latest (checked against
+  `config`'s networks, ConfigError otherwise), or None without `init_from` or when `workdir`
+  already holds checkpoints (the run resumes from them; `init_from` is ignored)."""
+  if not init_from:
+    return None
+  if checkpoints.has_checkpoints(workdir):
+    logging.warning("%s already holds checkpoints: resuming from them; --init_from=%s is "
+                    "ignored.", workdir, init_from)
+    return None
+  template = jax.eval_shape(lambda: create_train_state(
+      config, jax.random.key(0), Pix2Pix.from_config(config, axis_name=None)))
+  return checkpoints.weights_to_start_from(init_from, config, template)
+
+
+def initial_state(config: ml_collections.ConfigDict, pix2pix: Pix2Pix, manager,
+                  weights: Optional[dict[str, Any]] = None) -> tuple[TrainState, jax.Array]:
   """(state, step rng) to start from: the latest checkpoint's, or fresh ones from the seed.
 
   A weights-only checkpoint (e.g. imported weights) gives those weights at step 0 with fresh
-  optimizer states.
+  optimizer states; so do `weights` ({'generator'[, 'discriminator']} variables, see
+  `start_weights`) when the workdir has no checkpoint yet.
   """
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
+  if weights is not None and manager.latest_step() is None:
+    fresh = lambda: create_train_state(config, init_rng, pix2pix)
+    # Only a network that `weights` lacks needs initialising; else its shapes suffice.
+    state = fresh() if "discriminator" not in weights else jax.eval_shape(fresh)
+    return state_from_weights(state, weights, pix2pix), step_rng
   state = fresh_state(config, init_rng, pix2pix)
   state, step_rng, weights = checkpoints.restore_latest(manager, state, step_rng)
   if weights is not None:
@@ -346,17 +369,20 @@ def initial_state(config: ml_collections.ConfigDict, pix2pix: Pix2Pix, manager
   return state, step_rng
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       init_from: str = "") -> TrainState:
   """Trains pix2pix as `config` says, writing logs and checkpoints into `workdir`.
 
   Re-running with the same workdir continues from its latest checkpoint, exactly: the
   batches, dropout masks and optimizer states are those an uninterrupted run would have
-  used. SIGTERM / SIGINT stop after the current step with a checkpoint. Returns the final
-  state (host copy).
+  used. SIGTERM / SIGINT stop after the current step with a checkpoint. `init_from`: a
+  new run starts at step 0 from that workdir's latest weights (both networks, fresh Adam;
+  ConfigError if its networks differ). Returns the final state (host copy).
   """
   configuration.validate(config)
   parallel.check_batch_size(config.batch_size)
   writers.quiet_library_logs()
+  weights = start_weights(config, workdir, init_from)  # checked before anything is written.
   # The data first: a bad file stops the run before anything is written.
   data = datasets.prepare(config.data, seed=config.seed)
   workdir = checkpoints.prepare_workdir(workdir, config)
@@ -367,7 +393,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   pix2pix = Pix2Pix.from_config(config)
   manager = checkpoints.create_manager(workdir, config)
-  state, step_rng = initial_state(config, pix2pix, manager)
+  state, step_rng = initial_state(config, pix2pix, manager, weights)
   start_step = int(state.step)
   if start_step:
     logging.info("Resuming from the checkpoint at step %d in %s.", start_step, workdir)
@@ -409,7 +435,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           check_finite(replicated_state, manager)
           scalars["steps_per_s"] = (step - last_log_step) / (
               time.perf_counter() - last_log_time)
-          scalars["learning_rate"] = float(learning_rate_schedule(config)(step - 1))
+          scalars["learning_rate"] = optimizers.learning_rate(
+              config, parallel.first_copy(replicated_state.generator.opt_state), step - 1)
           writer.write_scalars(step, scalars)
           progress.set_postfix(d=f"{scalars.get('d_loss', 0):.3f}",
                                l1=f"{scalars['g_l1']:.3f}", refresh=False)

@@ -3,7 +3,8 @@
     translator = Translator.from_workdir("runs/rain", norm_mode="running")
     clean = translator(rainy)          # uint8 HxWxC (or NxHxWxC, or a PIL image) of any size
 
-Each image is reflect-padded to a multiple of 2**model.num_downs (the U-Net's stride), run
+Each image is reflect-padded to a multiple of 2**model.num_downs (the U-Net's stride; 4 for
+the ResNets, `models.size_multiple`), run
 through the jitted generator (compiled once per padded shape) and cropped back. Images are
 translated one at a time, so in `paper` norm mode an image is normalised by its own statistics
 alone, as the reference's test script. In `running` mode an image larger than
@@ -40,9 +41,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Optional[Mappi
   """
   config = ml_collections.ConfigDict(config.to_dict())
   for key, value in (overrides or {}).items():
-    if key in checkpoints.ARCHITECTURE_KEYS and configuration.lookup(config, key) != value:
+    saved = checkpoints.architecture_value(config, key)
+    if key in checkpoints.ARCHITECTURE_KEYS and saved != value:
       raise configuration.ConfigError(
-          f"--config.{key}={value!r} differs from the workdir's {configuration.lookup(config, key)!r}"
+          f"--config.{key}={value!r} differs from the workdir's {saved!r}"
           ": the saved weights fit only the network they were trained as.")
     *parents, name = key.split(".")
     node = config
@@ -168,7 +170,7 @@ class Translator:
     config.inference.norm_mode; `seed` draws paper mode's dropout (fixed per call)."""
     self.config = config
     self.norm_mode = inference.check_norm_mode(norm_mode or config.inference.norm_mode)
-    self.multiple = 2 ** int(config.model.num_downs)
+    self.multiple, why = models.size_multiple(config.model)
     self.input_channels = int(config.model.input_channels)
     self.output_channels = int(config.model.output_channels)
     predict = config.get("predict") or {}
@@ -176,8 +178,7 @@ class Translator:
     self.overlap = int(predict.get("overlap", DEFAULT_OVERLAP))
     if self.tile_size < self.multiple or self.tile_size % self.multiple:
       raise configuration.ConfigError(
-          f"predict.tile_size={self.tile_size} must be a positive multiple of "
-          f"2**model.num_downs={self.multiple}.")
+          f"predict.tile_size={self.tile_size} must be a positive multiple of {why}.")
     if not 0 <= self.overlap < self.tile_size // 2:
       raise configuration.ConfigError(
           f"predict.overlap={self.overlap} must be in [0, predict.tile_size / 2).")

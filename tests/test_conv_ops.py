@@ -49,6 +49,28 @@ def test_formulations_equal_plain_lax(kind, shape, features, stride, impl):
     np.testing.assert_allclose(have, want, atol=1e-4, rtol=1e-5, err_msg=f"{kind} {name}")
 
 
+@pytest.mark.parametrize("impl", ["gemm", "tuned"])
+def test_resnet_3x3_and_output_padding_equal_plain_lax(impl):
+  """The ResNet's 3x3 stride-2 conv and its transposed conv with output_padding=1 (doubling
+  the side), forward and gradients, against plain lax."""
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.standard_normal((2, 8, 8, 4)), jnp.float32)
+  kernel = jnp.asarray(rng.standard_normal((3, 3, 4, 6)), jnp.float32)
+  ops = {"conv": functools.partial(conv_ops.conv2d, stride=2, padding=1),
+         "transpose": functools.partial(conv_ops.conv_transpose2d, stride=2, padding=1,
+                                        output_padding=1)}
+  for kind, op in ops.items():
+    y = op(x, kernel, impl="xla")
+    assert y.shape == ((2, 4, 4, 6) if kind == "conv" else (2, 16, 16, 6))
+    cotangent = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+    grads = lambda impl_, op=op: (lambda x_, k_: jax.vjp(
+        functools.partial(op, impl=impl_), x_, k_)[1](cotangent))
+    expected = (y,) + grads("xla")(x, kernel)
+    got = (op(x, kernel, impl=impl),) + jax.jit(grads(impl))(x, kernel)
+    for name, want, have in zip(("forward", "input grad", "kernel grad"), expected, got):
+      np.testing.assert_allclose(have, want, atol=1e-4, rtol=1e-5, err_msg=f"{kind} {name}")
+
+
 def test_every_plan_of_a_layer_is_exact():
   """Each of the 8 mixes of formulations (forward, input grad, kernel grad) is exact."""
   rng = np.random.default_rng(1)

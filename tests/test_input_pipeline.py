@@ -241,6 +241,25 @@ def test_preprocess_scale_width_keeps_the_aspect(tmp_path):
   assert test["input"].shape == (3, 32, 32, 3)
 
 
+def test_preprocess_scale_width_and_crop_crops_the_width_scaled_image(tmp_path):
+  # The reference's __scale_width truncates: 286 * 480 / 720 = 190.67 -> 190.
+  assert input_pipeline.scale_width_size(720, 480, 286, 32) == (286, 190)
+  config = tiny_config(tmp_path, **{"data.preprocess": "scale_width_and_crop",
+                                    "data.load_size": 48})
+  for height, width, scaled in ((40, 60, (48, 32)), (60, 40, (48, 72))):
+    source = wide_source(height=height, width=width)
+    scaled_images = [input_pipeline.resize(Image.open(io.BytesIO(e["A"])), scaled)
+                     for e in source]
+    assert scaled_images[0].shape == (scaled[1], scaled[0], 3)
+    batch = input_pipeline.create_train_dataset(config, source)[0]
+    assert batch["input"].shape == (8, 32, 32, 3)
+    for position, image in zip(batch["index"], batch["input"]):
+      index = input_pipeline.example_index(int(position), len(source), 0)
+      assert is_window_of(to_uint8(image), scaled_images[index])
+    (test,) = input_pipeline.eval_batches(config, source[:1], batch_size=1)
+    assert test["input"].shape == (1, 32, 32, 3)
+
+
 def test_preprocess_none_uses_the_stored_image(tmp_path):
   config = tiny_config(tmp_path, **{"data.preprocess": "none"})
   source = wide_source(height=32, width=32)

@@ -116,6 +116,44 @@ class RefPixelDiscriminator(nn.Module):
     return self.net(x)
 
 
+class RefResnetBlock(nn.Module):
+  """ResnetBlock(padding_type='reflect'): x + conv_block(x)."""
+
+  def __init__(self, dim, norm, dropout):
+    super().__init__()
+    bias = norm == "instance"
+    layers = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), _norm_layer(norm, dim),
+              nn.ReLU(True)] + ([nn.Dropout(0.5)] if dropout else [])
+    layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), _norm_layer(norm, dim)]
+    self.conv_block = nn.Sequential(*layers)
+
+  def forward(self, x):
+    return x + self.conv_block(x)
+
+
+class RefResnetGenerator(nn.Module):
+  """ResnetGenerator: c7s1-ngf, two stride-2 downs, n blocks, two transposed ups, c7s1-out."""
+
+  def __init__(self, n_blocks, ngf, norm, channels=3, dropout=True):
+    super().__init__()
+    bias = norm == "instance"
+    layers = [nn.ReflectionPad2d(3), nn.Conv2d(channels, ngf, 7, bias=bias),
+              _norm_layer(norm, ngf), nn.ReLU(True)]
+    for mult in (1, 2):
+      layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, 2, 1, bias=bias),
+                 _norm_layer(norm, ngf * mult * 2), nn.ReLU(True)]
+    layers += [RefResnetBlock(ngf * 4, norm, dropout) for _ in range(n_blocks)]
+    for mult in (4, 2):
+      layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, 2, 1, output_padding=1,
+                                    bias=bias),
+                 _norm_layer(norm, ngf * mult // 2), nn.ReLU(True)]
+    layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, channels, 7), nn.Tanh()]
+    self.model = nn.Sequential(*layers)
+
+  def forward(self, x):
+    return self.model(x)
+
+
 def _randomise(module, seed):
   """Weights, biases and batch-norm statistics away from their initial values."""
   generator = torch.Generator().manual_seed(seed)
@@ -125,8 +163,9 @@ def _randomise(module, seed):
   with torch.no_grad():
     for m in module.modules():
       if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-        # Unit output variance: a transposed stride-2 4x4 conv sums over 2x2 taps per input.
-        taps = 4 if isinstance(m, nn.ConvTranspose2d) else m.weight[0, 0].numel()
+        # Unit output variance: a transposed stride-2 conv sums over (k/2)^2 taps per input.
+        taps = (m.weight[0, 0].numel() / 4 if isinstance(m, nn.ConvTranspose2d)
+                else m.weight[0, 0].numel())
         fan_in = m.weight.shape[0 if isinstance(m, nn.ConvTranspose2d) else 1] * taps
         m.weight.copy_(uniform(m.weight.shape, -1, 1) * (3 / fan_in) ** 0.5)
         if m.bias is not None:
@@ -227,6 +266,38 @@ def test_unet_256_key_layout_and_parameter_count():
   np.testing.assert_array_equal(
       innermost["up_conv"]["kernel"][::-1, ::-1].transpose(2, 3, 0, 1),
       state_dict["model.model.1.model.3.model.3.model.3.model.3.model.3.model.3.model.3.weight"])
+
+
+def test_resnet_generator_outputs_equal_torch(tmp_path):
+  """Reflect padding, 3x3 stride-2 convs, transposed convs with output_padding, blocks."""
+  config = _config(**{"model.generator": "resnet_6blocks", "model.ngf": 4})
+  reference = _randomise(RefResnetGenerator(6, 4, "batch"), seed=7)
+  images = _images((2, 32, 32, 3))
+  expected = _torch_outputs(reference, images)
+  assert np.abs(expected[0]).mean() < 0.8 and np.abs(expected[0] - expected[1]).max() > 0.1
+  state_dict = torch_import.load_state_dict(_save(reference, tmp_path / "G.pth"))
+  assert "model.10.conv_block.6.weight" in state_dict  # after the dropout: index 6
+  variables = torch_import.generator_variables(state_dict, config)
+  _assert_close(_flax_generator_outputs(config, variables, images), expected)
+
+
+@pytest.mark.parametrize("n_blocks,norm,dropout", [(9, "instance", False), (6, "none", True)])
+def test_resnet_key_layouts_and_parameter_counts(n_blocks, norm, dropout):
+  reference = RefResnetGenerator(n_blocks, 64, norm, dropout=dropout)
+  config = _config(**{"model.generator": f"resnet_{n_blocks}blocks", "model.ngf": 64,
+                      "model.norm": norm, "model.dropout": dropout})
+  state_dict = {k: v.numpy() for k, v in reference.state_dict().items()}
+  variables = torch_import.generator_variables(state_dict, config)
+  ours = sum(np.size(v) for v in jax.tree.leaves(variables["params"]))
+  torch_count = sum(p.numel() for p in reference.parameters())
+  # norm='none': our inner convs keep a bias (zero here), the reference's have none (see
+  # models.uses_bias): ngf * (1 + 2 + 4 + n_blocks * 2 * 4 + 2 + 1) more parameters.
+  extra = 64 * (10 + 8 * n_blocks) if norm == "none" else 0
+  assert ours == torch_count + extra
+  assert torch_import.describe_file(state_dict) == (
+      f"a generator with model.generator='resnet_{n_blocks}blocks', model.ngf=64, "
+      f"model.norm={norm!r}, model.dropout={dropout}, model.input_channels=3, "
+      "model.output_channels=3")
 
 
 @pytest.mark.parametrize("d_layers,norm", [(3, "batch"), (3, "instance"), (1, "batch"),
