@@ -108,8 +108,8 @@ import main
 from pix2pix_jax import train
 params_file, argv = sys.argv[1], sys.argv[2:]
 train_and_evaluate = train.train_and_evaluate
-def train_and_save_params(config, workdir):
-  state = train_and_evaluate(config, workdir)
+def train_and_save_params(config, workdir, **kwargs):
+  state = train_and_evaluate(config, workdir, **kwargs)
   leaves = jax.tree_util.tree_flatten_with_path((state.generator, state.discriminator))[0]
   np.savez(params_file.format(jax.process_index()),
            **{jax.tree_util.keystr(path): leaf for path, leaf in leaves})
