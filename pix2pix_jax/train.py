@@ -443,7 +443,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           if primary and not stopping:  # a stop is served without compiling summaries.
             outputs = generate(parallel.first_copy(replicated_state.generator).variables,
                                summary_batch["input"], norm_mode=config.inference.norm_mode)
-            writer.write_images(step, {"input|output|target": writers.image_grid(
+            writer.write_images(step, {"input_output_target": writers.image_grid(
                 summary_batch["input"], outputs, summary_batch["target"])})
           last_log_time, last_log_step = time.perf_counter(), step  # summaries not timed.
         if validator and step % config.eval_every_steps == 0 and not stopping:
