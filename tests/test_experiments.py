@@ -89,6 +89,12 @@ def test_finished_variants_are_skipped_and_interrupted_ones_refused(suite, monke
   again = experiments.run_suite("losses", workdir, scale="tiny", variants=VARIANTS,
                                 overrides=overrides)
   assert again == results
+  # A run another suite shares is read back under this suite's name, label and overrides.
+  (shared,) = experiments.plan("generators", workdir, scale="tiny", variants=["unet_l1_cgan"],
+                               overrides=overrides)
+  result = experiments.train_and_score(shared)
+  assert result["label"] == shared.variant.label != results[-1]["label"]
+  assert result["model"] == results[-1]["model"]
 
   # A run stopped by a signal returns early: the suite stops, nothing counts as done.
   monkeypatch.setattr(train, "train_and_evaluate",

@@ -153,7 +153,10 @@ def train_and_score(run: PlannedRun, *, progress: str = "") -> dict[str, Any]:
   if os.path.exists(result_path):
     _say(f"{label}: done before, skipped ({result_path}).")
     with open(result_path) as f:
-      return json.load(f)
+      result = json.load(f)
+    # A run shared with another suite is named as this suite names it.
+    return {**result, "variant": run.variant.name, "label": run.variant.label,
+            "overrides": dict(run.variant.overrides)}
   config = run.config
   _say(f"{label}: training {config.num_train_steps} steps in {run.workdir}")
   start = time.perf_counter()
