@@ -95,17 +95,81 @@ def test_build_is_deterministic_for_a_seed(built, tmp_path):
     assert [e["A"] for e in other] != [e["A"] for e in all_examples(sources[split])]
 
 
-def test_train_and_test_use_disjoint_photos(built):
+def test_default_photos_are_photographs_split_by_region(built):
   data_config, sources = built
   config = synthetic_rain.make_config(data_config, seed=0)
-  train_names = {synthetic_rain.photo_name(p) for p in config.train_photos}
-  test_names = {synthetic_rain.photo_name(p) for p in config.test_photos}
-  assert train_names and test_names and not train_names & test_names
-  for split, names in (("train", train_names), ("test", test_names)):
+  assert config.split == "regions" and config.version == "2.0.0"
+  names = {synthetic_rain.photo_name(p) for p in config.train_photos}
+  assert names == {"astronaut", "chelsea", "coffee", "motorcycle", "rocket"}
+  assert config.test_photos == config.train_photos
+  assert not {"hubble_deep_field", "immunohistochemistry", "retina"} & names
+  for split in ("train", "test"):
     for example in all_examples(sources[split]):
-      name = example["name"].decode()  # "split/index_photo_style_kind"
-      assert name.startswith(f"{split}/")
-      assert any(f"_{photo}_" in name for photo in names), name
+      assert example["name"].decode().startswith(f"{split}/")
+
+
+def _two_colour_photos(folder, count):
+  """Photos whose left 3/4 of columns is red and right 1/4 blue (at the region boundary)."""
+  folder.mkdir()
+  for i in range(count):
+    width = 200 + 8 * i
+    pixels = np.zeros((120 + i, width, 3), np.uint8)
+    boundary = round(width * (1 - synthetic_rain.TEST_REGION))
+    pixels[:, :boundary, 0] = 200
+    pixels[:, boundary:, 2] = 200
+    Image.fromarray(pixels).save(folder / f"photo{i}.png")
+
+
+def test_no_test_pixel_is_seen_in_training(tmp_path):
+  """split=regions: training crops come from the left 3/4 of each photo only, test crops
+  from the right 1/4 only (the clean targets are pure red, resp. pure blue)."""
+  _two_colour_photos(tmp_path / "photos", 3)
+  data_config = tiny_data_config(tmp_path / "cache", num_train=12, num_test=6,
+                                 rain="light")
+  data_config.path = str(tmp_path / "photos")
+  sources = datasets.get_data_sources(data_config, seed=0)
+  assert synthetic_rain.make_config(data_config, seed=0).split == "regions"  # auto, 3 photos
+  for split, (seen, unseen) in (("train", (0, 2)), ("test", (2, 0))):
+    for example in all_examples(sources[split]):
+      clean = decoded(example["B"]).astype(int)
+      assert clean[..., seen].min() == 200 and clean[..., unseen].max() == 0, split
+
+
+def test_test_crops_have_their_own_size(tmp_path):
+  data_config = tiny_data_config(tmp_path / "cache", test_size=48)
+  sources = datasets.get_data_sources(data_config, seed=0)
+  assert decoded(sources["test"][0]["A"]).shape == (48, 48, 3)
+  assert decoded(sources["train"][0]["A"]).shape == (36, 36, 3)
+
+
+def test_rain_is_streaks_and_drops_the_veil_and_tint_are_options(photo):
+  def render(**options):
+    rainy = rain_renderer.render_rain(photo, np.random.default_rng(3), style="heavy",
+                                      kind="streaks", **options)
+    return np.abs(rainy.astype(int) - photo.astype(int)).max(-1)
+  plain, veiled = render(), render(veil=True)
+  assert np.median(plain) == 0 and (plain > 8).mean() > 0.01  # rain, not a global change.
+  assert np.median(veiled) > 3  # the veil changes every pixel.
+  tinted = rain_renderer.render_rain(photo, np.random.default_rng(3), style="heavy",
+                                     kind="streaks", tint=True)
+  untinted = rain_renderer.render_rain(photo, np.random.default_rng(3), style="heavy",
+                                       kind="streaks")
+  assert (tinted.astype(int) - untinted.astype(int))[..., 0].mean() < 0  # less red.
+
+
+def test_default_test_split_identity_is_in_range(tmp_path):
+  """The default test split (96px crops of the photos' right quarters, mixed rain, no
+  veil): the rainy input scored against its target stays a hard task, 22-32 dB Y-PSNR."""
+  from pix2pix_jax import metrics  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  config.data.cache_dir = str(tmp_path)
+  config.data.synthetic.num_train = 1
+  test = datasets.get_data_sources(config.data, seed=0)["test"]
+  assert len(test) == 100
+  identity = metrics.Accumulator()
+  for example in all_examples(test):
+    identity.add(decoded(example["A"]), decoded(example["B"]))
+  assert 22 < identity.summary()["psnr_y"] < 32
 
 
 def test_changing_a_parameter_builds_a_new_dataset(tmp_path):
@@ -145,10 +209,12 @@ def test_photo_folder(tmp_path):
     pixels = rng.integers(0, 256, size=(48 + i, 60, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(folder / f"photo{i:02d}.{'png' if i % 2 else 'jpg'}")
   (folder / "notes.txt").write_text("not a photo")
-  split = synthetic_rain.list_folder_photos(str(folder))
+  paths = synthetic_rain.folder_photos(str(folder))
+  assert len(paths) == 12 and synthetic_rain.resolve_split("auto", len(paths)) == "photos"
+  split = synthetic_rain.hold_out_photos(paths)
   assert len(split["test"]) == 1 and len(split["train"]) == 11
   assert not set(split["test"]) & set(split["train"])
-  assert split == synthetic_rain.list_folder_photos(str(folder))
+  assert split == synthetic_rain.hold_out_photos(synthetic_rain.folder_photos(str(folder)))
 
   data_config = tiny_data_config(tmp_path / "cache")
   data_config.path = str(folder)

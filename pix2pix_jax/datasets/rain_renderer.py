@@ -4,9 +4,12 @@ Pure numpy/scipy, deterministic for a given `np.random.Generator`. Everything ru
 in float32 [0, 1]; only `render_rain` converts from and to uint8.
 
 Streaks follow the classic recipe: sparse gaussian noise, a small blur for thickness,
-a motion blur along a line near vertical, levels, then a screen blend over the photo,
-with a light veil of haze (scattered light). Two depths: a far layer (short, thin,
-dense, dim) and a near layer (long, wide, sparse, bright).
+a motion blur along a line near vertical, levels, then a screen blend over the photo.
+Two depths: a far layer (short, thin, dense, dim) and a near layer (long, wide, sparse,
+bright). Two global effects are options, off by default: `veil` (a haze of scattered
+light with heavy rain's slight blur of the scene) and `tint` (streaks coloured by a cool
+sky rather than white). Either changes every pixel, so a model scored on them is mostly
+scored on global de-hazing and colour correction rather than on removing rain.
 
 Adherent raindrops act as small lenses close to the camera: each shows a flipped,
 rescaled, blurred view of the scene around it, with a soft edge, a darker rim and a
@@ -62,7 +65,8 @@ _DROP_STYLES = {
 
 
 def render_rain(clean: np.ndarray, rng: np.random.Generator, *, style: str,
-                kind: str = "both") -> np.ndarray:
+                kind: str = "both", veil: bool = False, tint: bool = False
+                ) -> np.ndarray:
   """Returns `clean` (uint8 HxWx3) seen through rain, as uint8 HxWx3.
 
   Args:
@@ -70,6 +74,8 @@ def render_rain(clean: np.ndarray, rng: np.random.Generator, *, style: str,
     rng: the only source of randomness; the same state gives the same output.
     style: 'light' or 'heavy'.
     kind: 'streaks' (falling rain), 'drops' (raindrops on the lens) or 'both'.
+    veil: streaks add a haze veil (and, heavy, a slight blur of the whole scene).
+    tint: streaks take a cool sky's colour instead of white.
   """
   if style not in STYLES:
     raise ValueError(f"render_rain: unknown style {style!r}; known: {STYLES}.")
@@ -80,7 +86,7 @@ def render_rain(clean: np.ndarray, rng: np.random.Generator, *, style: str,
         f"render_rain: expected a uint8 (H, W, 3) image, got {clean.dtype} {clean.shape}.")
   image = clean.astype(np.float32) / 255.0
   if kind in ("streaks", "both"):
-    image = add_streaks(image, rng, _STREAK_STYLES[style])
+    image = add_streaks(image, rng, _STREAK_STYLES[style], veil=veil, tint=tint)
   if kind in ("drops", "both"):
     image = add_drops(image, rng, _DROP_STYLES[style])
   return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
@@ -150,20 +156,23 @@ def _haze_field(shape, rng, strength):
   return strength * field[:shape[0], :shape[1], None]
 
 
-def add_streaks(image: np.ndarray, rng: np.random.Generator, style: _StreakStyle
-                ) -> np.ndarray:
-  """Returns float32 `image` (H, W, 3 in [0, 1]) behind falling rain."""
+def add_streaks(image: np.ndarray, rng: np.random.Generator, style: _StreakStyle, *,
+                veil: bool = False, tint: bool = False) -> np.ndarray:
+  """Returns float32 `image` (H, W, 3 in [0, 1]) behind falling rain (see render_rain)."""
   h, w, _ = image.shape
   side = min(h, w)
   angle = float(rng.normal(0.0, 0.2))  # wind: the same direction at every depth.
-  # Scattering: heavy rain blurs and veils the scene a little.
+  # Scattering: heavy rain blurs and veils the scene a little. The draws are made with or
+  # without the veil, so that turning it on changes nothing else of the example.
   blur = _uniform(rng, style.scatter_blur) * side
-  if blur > 0.2:
+  if veil and blur > 0.2:
     image = ndimage.gaussian_filter(image, (blur, blur, 0))
   haze = _haze_field((h, w), rng, _uniform(rng, style.haze))
-  airlight = np.float32(0.75 + 0.2 * image.mean())
-  image = image * (1.0 - haze) + airlight * haze
-  tint = np.array([0.93, 0.96, 1.0], np.float32)  # rain reflects a cool sky.
+  if veil:
+    airlight = np.float32(0.75 + 0.2 * image.mean())
+    image = image * (1.0 - haze) + airlight * haze
+  colour = (np.array([0.93, 0.96, 1.0], np.float32) if tint  # rain reflects a cool sky.
+            else np.ones(3, np.float32))
   for density, length, opacity, width in (
       (style.far_density, style.far_length, style.far_opacity, (0.5, 0.8)),
       (style.near_density, style.near_length, style.near_opacity, (0.8, 1.6)),
@@ -173,7 +182,7 @@ def add_streaks(image: np.ndarray, rng: np.random.Generator, style: _StreakStyle
         length=max(3.0, _uniform(rng, length) * side),
         angle=angle + float(rng.normal(0.0, 0.03)),
         width=_uniform(rng, width) * max(1.0, side / 256))
-    layer = layer[..., None] * (_uniform(rng, opacity) * tint)
+    layer = layer[..., None] * (_uniform(rng, opacity) * colour)
     image = 1.0 - (1.0 - image) * (1.0 - layer)  # screen blend.
   return image.astype(np.float32)
 
