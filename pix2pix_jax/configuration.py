@@ -12,8 +12,9 @@ LR_POLICIES = ("linear", "step", "plateau", "cosine")
 LAYOUTS = ("auto", "aligned", "folders")
 ON_BAD_FILE = ("error", "skip")
 TEST_SPLITS = ("test_a", "test_b")
-NORM_MODES = ("paper", "running")
+NORM_MODES = ("auto", "paper", "running")
 DTYPES = ("float32", "bfloat16")
+SYNTHETIC_SPLITS = ("auto", "regions", "photos")
 
 
 class ConfigError(ValueError):
@@ -66,6 +67,8 @@ def validate_data_choices(data: ml_collections.ConfigDict) -> None:
                        ("on_bad_file", ON_BAD_FILE), ("test_split", TEST_SPLITS),
                        ("direction", DIRECTIONS)):
     _one_of(data, key, allowed, prefix="data.")
+  if "synthetic" in data:
+    _one_of(data.synthetic, "split", SYNTHETIC_SPLITS, prefix="data.synthetic.")
   _check(0 < data.test_fraction < 1,
          f"data.test_fraction={data.test_fraction} must be in (0, 1).")
   _check(data.max_dataset_size >= 0,

@@ -63,7 +63,8 @@ def export_workdir(workdir: str, output: str, *, checkpoint: str = "latest",
   Returns the description (norm mode, shapes, value range, checkpoint).
   """
   config, variables, description = translator_lib.load_workdir(workdir, checkpoint, overrides)
-  norm_mode = inference.check_norm_mode(norm_mode or config.inference.norm_mode)
+  norm_mode = inference.resolve_norm_mode(norm_mode or config.inference.norm_mode,
+                                          config.batch_size)
   exported = export_generator(config, variables, norm_mode=norm_mode)
   output = os.path.abspath(os.path.expanduser(output))
   os.makedirs(os.path.dirname(output), exist_ok=True)

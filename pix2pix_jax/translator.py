@@ -169,7 +169,8 @@ class Translator:
     """`variables`: the generator's {'params', 'batch_stats'}; `norm_mode` defaults to
     config.inference.norm_mode; `seed` draws paper mode's dropout (fixed per call)."""
     self.config = config
-    self.norm_mode = inference.check_norm_mode(norm_mode or config.inference.norm_mode)
+    self.norm_mode = inference.resolve_norm_mode(
+        norm_mode or config.inference.norm_mode, config.batch_size)
     self.multiple, why = models.size_multiple(config.model)
     self.input_channels = int(config.model.input_channels)
     self.output_channels = int(config.model.output_channels)
