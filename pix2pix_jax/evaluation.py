@@ -30,6 +30,7 @@ import tqdm
 
 from pix2pix_jax import checkpoints
 from pix2pix_jax import datasets
+from pix2pix_jax import inference
 from pix2pix_jax import input_pipeline
 from pix2pix_jax import metrics
 from pix2pix_jax import translator as translator_lib
@@ -76,31 +77,47 @@ def _save_image(image: np.ndarray, path: str) -> None:
 
 
 def evaluate(translator: translator_lib.Translator, pairs, out_dir: str, *,
-             total: Optional[int] = None) -> dict[str, dict[str, float]]:
+             total: Optional[int] = None,
+             other: Optional[translator_lib.Translator] = None) -> dict[str, Any]:
   """Scores `translator` on (name, input, target) pairs; writes the reports into out_dir.
 
-  `pairs` is iterated once (images are not kept); `total` sizes the progress bar.
+  `pairs` is iterated once (images are not kept); `total` sizes the progress bar. `other`
+  (the same generator in the other norm mode) is scored beside it.
 
-  Returns {"model": means, "identity": means}; "identity" is empty when inputs and targets
-  differ in shape (e.g. grey to colour), where the input cannot be scored against the target.
+  Returns {"norm_mode": translator's, "model": means, "identity": means, "by_norm_mode":
+  {mode: means} for translator (and other)}; "identity" is empty when inputs and targets
+  differ in shape (e.g. grey to colour), where the input cannot be scored against the
+  target. Per image (per_image.csv, index.html): model_*, identity_*, gain_psnr_y (model
+  minus identity) and, with `other`, MODE_psnr_y / MODE_ssim_y of the other mode.
   """
   image_dir = os.path.join(out_dir, "images")
   os.makedirs(image_dir, exist_ok=True)
   model, identity = metrics.Accumulator(), metrics.Accumulator()
+  other_model = metrics.Accumulator()
   rows = []
   with _progress(total, "image") as progress:
     for index, (name, inputs, target) in enumerate(pairs):
       output = translator(inputs)
       row = {"index": index, "name": name,
              **{f"model_{k}": v for k, v in model.add(output, target).items()}}
+      images = [("input", inputs), ("output", output), ("target", target)]
       if inputs.shape == target.shape:
         row.update({f"identity_{k}": v for k, v in identity.add(inputs, target).items()})
-      for kind, image in (("input", inputs), ("output", output), ("target", target)):
+        row["gain_psnr_y"] = row["model_psnr_y"] - row["identity_psnr_y"]
+      if other is not None:
+        other_output = other(inputs)
+        scores = other_model.add(other_output, target)
+        row.update({f"{other.norm_mode}_{k}": scores[k] for k in ("psnr_y", "ssim_y")})
+        images.append((f"output_{other.norm_mode}", other_output))
+      for kind, image in images:
         _save_image(image, os.path.join(image_dir, f"{index:04d}_{kind}.png"))
       rows.append(row)
       progress.update()
-  summary = {"model": model.summary(),
-             "identity": identity.summary() if identity.per_image else {}}
+  summary = {"norm_mode": translator.norm_mode, "model": model.summary(),
+             "identity": identity.summary() if identity.per_image else {},
+             "by_norm_mode": {translator.norm_mode: model.summary()}}
+  if other is not None:
+    summary["by_norm_mode"][other.norm_mode] = other_model.summary()
   _write_json(summary, os.path.join(out_dir, "metrics.json"))
   _write_csv(rows, os.path.join(out_dir, "per_image.csv"))
   _write_gallery(rows, summary, os.path.join(out_dir, "index.html"))
@@ -110,25 +127,44 @@ def evaluate(translator: translator_lib.Translator, pairs, out_dir: str, *,
 def evaluate_workdir(workdir: str, *, checkpoint: str = "latest",
                      overrides: Optional[Mapping[str, Any]] = None,
                      norm_mode: Optional[str] = None) -> dict[str, dict[str, float]]:
-  """Evaluates a workdir's generator on its (or the overridden) test split into W/eval."""
+  """Evaluates a workdir's generator on its (or the overridden) test split into W/eval.
+
+  The generator is scored in both norm modes side by side; `norm_mode` (default: the
+  config's, `auto` resolved) is the one reported as "model" and shown in the gallery.
+  """
   config, variables, description = translator_lib.load_workdir(workdir, checkpoint, overrides)
   translator = translator_lib.Translator(config, variables, norm_mode=norm_mode)
-  logging.info("Evaluating checkpoint %s in %s norm mode.", description, translator.norm_mode)
+  other_mode, = (m for m in inference.NORM_MODES if m != translator.norm_mode)
+  other = translator_lib.Translator(config, variables, norm_mode=other_mode)
+  logging.info("Evaluating checkpoint %s in %s norm mode (and %s beside it).", description,
+               translator.norm_mode, other_mode)
   source = datasets.get_data_sources(config.data, seed=config.seed)["test"]
   out_dir = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "eval")
-  summary = evaluate(translator, eval_pairs(config, source), out_dir, total=len(source))
+  summary = evaluate(translator, eval_pairs(config, source), out_dir, total=len(source),
+                     other=other)
   logging.info("Wrote %s/metrics.json, per_image.csv and index.html.", out_dir)
   return summary
 
 
-def format_table(summary: Mapping[str, Mapping[str, float]]) -> str:
-  """A plain-text table: one row per metric, columns model and identity."""
-  keys = list(summary["model"])
-  lines = [f"{'metric':<10} {'model':>9} {'identity':>9}"]
-  for key in keys:
-    identity = summary.get("identity", {}).get(key)
-    lines.append(f"{key:<10} {summary['model'][key]:>9.4f} "
-                 + (f"{identity:>9.4f}" if identity is not None else f"{'-':>9}"))
+def _columns(summary: Mapping[str, Any]) -> list[tuple[str, Mapping[str, float]]]:
+  """(heading, means) of the model in its norm mode, the other mode, the identity."""
+  mode = summary.get("norm_mode")
+  columns = [(f"model ({mode})" if mode else "model", summary["model"])]
+  columns += [(f"{other} mode", means)
+              for other, means in summary.get("by_norm_mode", {}).items() if other != mode]
+  return columns + [("identity", summary.get("identity", {}))]
+
+
+def format_table(summary: Mapping[str, Any]) -> str:
+  """A plain-text table: one row per metric; columns the model (in its norm mode), the
+  other norm mode where it was scored, and the identity (the input itself)."""
+  columns = _columns(summary)
+  width = max(9, *(len(heading) for heading, _ in columns))
+  lines = [f"{'metric':<10}" + "".join(f" {h:>{width}}" for h, _ in columns)]
+  for key in summary["model"]:
+    cells = [means.get(key) for _, means in columns]
+    lines.append(f"{key:<10}" + "".join(
+        f" {v:>{width}.4f}" if v is not None else f" {'-':>{width}}" for v in cells))
   return "\n".join(lines)
 
 
@@ -181,18 +217,23 @@ def _write_gallery(rows: list[dict[str, Any]], summary, path: str) -> None:
   """index.html: the summary table, then one row per pair, sortable by any column."""
   metric_columns = [f"model_{k}" for k in metrics.PIXEL_METRICS]
   if summary.get("identity"):
-    metric_columns += ["identity_psnr_y", "identity_ssim_y"]
-  header = ["#", "name", "input", "output", "target"] + metric_columns
+    metric_columns += ["identity_psnr_y", "identity_ssim_y", "gain_psnr_y"]
+  others = [m for m in summary.get("by_norm_mode", {}) if m != summary.get("norm_mode")]
+  metric_columns += [f"{m}_{k}" for m in others for k in ("psnr_y", "ssim_y")]
+  image_kinds = ["input", "output", "target"] + [f"output_{m}" for m in others]
+  header = ["#", "name"] + image_kinds + metric_columns
+  columns = _columns(summary)
   out = ["<!doctype html><html><head><meta charset='utf-8'><title>pix2pix_jax eval</title>",
          f"<style>{_GALLERY_STYLE}</style><script>{_GALLERY_SCRIPT}</script></head><body>",
-         "<h1>Evaluation</h1><table><tr><th>metric</th><th>model</th><th>identity "
-         "(input vs target)</th></tr>"]
-  for key, value in summary["model"].items():
-    out.append(f"<tr><td>{key}</td><td>{_number(value)}</td>"
-               f"<td>{_number(summary.get('identity', {}).get(key))}</td></tr>")
-  out.append("</table><p>Click a column header to sort.</p><table id='gallery'><thead><tr>")
+         "<h1>Evaluation</h1><table><tr><th>metric</th>"
+         + "".join(f"<th>{html.escape(h)}</th>" for h, _ in columns) + "</tr>"]
+  for key in summary["model"]:
+    out.append(f"<tr><td>{key}</td>" + "".join(
+        f"<td>{_number(means.get(key))}</td>" for _, means in columns) + "</tr>")
+  out.append("</table><p>identity: the input itself scored against the target. "
+             "Click a column header to sort.</p><table id='gallery'><thead><tr>")
   for col, name in enumerate(header):
-    sortable = name not in ("input", "output", "target")
+    sortable = name not in image_kinds
     out.append(f"<th class='sort' onclick='sortBy({col})'>{name}</th>" if sortable
                else f"<th>{name}</th>")
   out.append("</tr></thead><tbody>")
@@ -201,7 +242,7 @@ def _write_gallery(rows: list[dict[str, Any]], summary, path: str) -> None:
     cells = [f"<td data-v='{index}'>{index}</td>",
              f"<td data-v='{html.escape(row['name'], quote=True)}'>"
              f"{html.escape(row['name'])}</td>"]
-    for kind in ("input", "output", "target"):
+    for kind in image_kinds:
       cells.append(f"<td><img src='images/{index:04d}_{kind}.png' alt='{kind}'></td>")
     for column in metric_columns:
       value = row.get(column)
@@ -267,12 +308,15 @@ BEST_DIR = "best"  # W/best: a weights-only workdir holding the best validation 
 class Validator:
   """In-training validation: metrics on a fixed subset of the test split, best kept apart.
 
-  Each call translates the first `eval_examples` test pairs (at their own resolution, in
-  config.inference.norm_mode), writes `val_*` scalars through `writer`, and when the mean
-  Y-PSNR beats the best so far saves the generator (and discriminator) as a weights-only
-  workdir in W/best (its own config.json and Orbax checkpoint, step = the training step;
-  W/best/best.json says which step and scores). `--checkpoint=best` loads it. The best score
-  survives a resume (read back from best.json).
+  Each call translates the first `eval_examples` test pairs at their own resolution in both
+  norm modes and writes `val_*` scalars through `writer`: val_psnr_y, val_ssim_y, ... in
+  config.inference.norm_mode (`auto` resolved; the mode inference uses by default),
+  val_gain_psnr_y (that minus the identity's, the inputs' own score), and
+  val_paper_psnr_y / val_running_psnr_y. When val_psnr_y beats the best so far it saves
+  the generator (and discriminator) as a weights-only workdir in W/best (its own
+  config.json and Orbax checkpoint, step = the training step; W/best/best.json says which
+  step and scores). `--checkpoint=best` loads it. The best score survives a resume (read
+  back from best.json).
   """
 
   def __init__(self, config, workdir: str, test_source, writer):
@@ -281,7 +325,14 @@ class Validator:
     self.best_dir = os.path.join(workdir, BEST_DIR)
     self.pairs = list(eval_pairs(config, test_source,
                                  max_examples=int(config.get("eval_examples", 16))))
-    self.translator = None
+    self.norm_mode = inference.resolve_norm_mode(config.inference.norm_mode,
+                                                 config.batch_size)
+    self.translators = {}  # norm mode -> Translator, compiled once.
+    identity = metrics.Accumulator()
+    for _, inputs, target in self.pairs:
+      if inputs.shape == target.shape:
+        identity.add(inputs, target)
+    self.identity_psnr_y = (identity.summary()["psnr_y"] if identity.per_image else None)
     self.best_psnr_y = -math.inf
     if os.path.exists(os.path.join(self.best_dir, "best.json")):
       with open(os.path.join(self.best_dir, "best.json")) as f:
@@ -289,18 +340,29 @@ class Validator:
 
   def __call__(self, step: int, generator_variables, discriminator_variables=None
                ) -> dict[str, float]:
-    """Scores the generator at `step`; returns the metrics (means over the subset)."""
-    if self.translator is None:  # compiled once; later calls only swap the weights.
-      self.translator = translator_lib.Translator(self.config, generator_variables)
-    else:
-      self.translator.variables = jax.device_put(
-          {"params": generator_variables["params"],
-           "batch_stats": generator_variables.get("batch_stats", {})})
-    accumulator = metrics.Accumulator()
-    for _, inputs, target in self.pairs:
-      accumulator.add(self.translator(inputs), target)
-    summary = accumulator.summary()
-    self.writer.write_scalars(step, {f"val_{k}": v for k, v in summary.items()})
+    """Scores the generator at `step`; returns the metrics (means over the subset) in the
+    config's norm mode."""
+    by_mode = {}
+    for mode in inference.NORM_MODES:
+      translator = self.translators.get(mode)
+      if translator is None:  # compiled once; later calls only swap the weights.
+        translator = self.translators[mode] = translator_lib.Translator(
+            self.config, generator_variables, norm_mode=mode)
+      else:
+        translator.variables = jax.device_put(
+            {"params": generator_variables["params"],
+             "batch_stats": generator_variables.get("batch_stats", {})})
+      accumulator = metrics.Accumulator()
+      for _, inputs, target in self.pairs:
+        accumulator.add(translator(inputs), target)
+      by_mode[mode] = accumulator.summary()
+    summary = by_mode[self.norm_mode]
+    scalars = {f"val_{k}": v for k, v in summary.items()}
+    if self.identity_psnr_y is not None:
+      scalars["val_gain_psnr_y"] = summary["psnr_y"] - self.identity_psnr_y
+      scalars["val_identity_psnr_y"] = self.identity_psnr_y
+    scalars.update({f"val_{mode}_psnr_y": s["psnr_y"] for mode, s in by_mode.items()})
+    self.writer.write_scalars(step, scalars)
     if summary["psnr_y"] > self.best_psnr_y:
       self.best_psnr_y = summary["psnr_y"]
       self._save_best(step, generator_variables, discriminator_variables, summary)

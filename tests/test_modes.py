@@ -67,13 +67,25 @@ def test_eval_writes_reports_with_identity(workdir):
     summary = json.load(f)
   expected = set(metrics.PIXEL_METRICS) | set(metrics.LAB_METRICS)
   assert set(summary["model"]) == expected and set(summary["identity"]) == expected
+  # Both norm modes side by side; "model" is the chosen one.
+  assert summary["norm_mode"] == "running"
+  assert set(summary["by_norm_mode"]) == {"paper", "running"}
+  assert summary["by_norm_mode"]["running"] == summary["model"]
+  assert summary["by_norm_mode"]["paper"]["psnr_y"] != summary["model"]["psnr_y"]
+  header = result.stdout.splitlines()[0]
+  assert "model (running)" in header and "paper mode" in header and "identity" in header
   with open(os.path.join(eval_dir, "per_image.csv")) as f:
     rows = list(csv.DictReader(f))
   assert len(rows) == 4  # the tiny test split.
-  assert {"name", "model_psnr_y", "identity_ssim_rgb"} <= set(rows[0])
+  assert {"name", "model_psnr_y", "identity_ssim_rgb", "gain_psnr_y", "paper_psnr_y"
+          } <= set(rows[0])
+  assert float(rows[0]["gain_psnr_y"]) == pytest.approx(
+      float(rows[0]["model_psnr_y"]) - float(rows[0]["identity_psnr_y"]))
   page = open(os.path.join(eval_dir, "index.html")).read()
-  assert "sortBy" in page and page.count("<img") == 12
-  for name in ("0000_input.png", "0003_output.png", "0003_target.png"):
+  assert "sortBy" in page and page.count("<img") == 16  # input, 2 outputs, target.
+  assert "paper mode" in page
+  for name in ("0000_input.png", "0003_output.png", "0003_target.png",
+               "0003_output_paper.png"):
     assert os.path.exists(os.path.join(eval_dir, "images", name))
 
 
@@ -170,3 +182,28 @@ def test_training_validates_and_keeps_the_best(workdir):
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["10"]  # rolling ones.
   translator = translator_lib.Translator.from_workdir(workdir, checkpoint="best")
   assert translator(np.zeros((36, 36, 3), np.uint8)).shape == (36, 36, 3)
+
+
+def test_validation_logs_the_gain_in_both_norm_modes(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  validations = [r for r in rows if "val_psnr_y" in r]
+  assert [r["step"] for r in validations] == [5, 10]
+  for row in validations:
+    assert row["val_psnr_y"] == row["val_running_psnr_y"]  # tiny trains at batch 8: auto.
+    assert np.isfinite(row["val_paper_psnr_y"])
+    assert row["val_gain_psnr_y"] == pytest.approx(
+        row["val_psnr_y"] - row["val_identity_psnr_y"])
+
+
+def test_run_report_writes_the_table_the_curve_and_the_figure(workdir, tmp_path):
+  from pix2pix_jax.experiments import run_report  # pylint: disable=g-import-not-at-top
+  out = str(tmp_path / "cpu")
+  summary = run_report.write(workdir, out, command="python -m ... --out=docs/results/cpu")
+  page = open(out + ".md").read()
+  assert "identity (the rainy input)" in page and "`running` norm mode (the default)" in page
+  assert f"{summary['model']['psnr_y']:.2f}" in page
+  assert "| 5 |" in page and "| 10 |" in page  # the gain curve's rows.
+  assert workdir not in page  # no absolute paths of this machine.
+  with Image.open(out + ".png") as figure:
+    assert figure.width > 32 and figure.height >= 3 * 32  # input, output, target rows.

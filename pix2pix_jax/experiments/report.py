@@ -99,10 +99,14 @@ def _scale_text(context: Context, config: ml_collections.ConfigDict) -> str:
 def _dataset_text(context: Context, config: ml_collections.ConfigDict, num_test: int) -> str:
   data = config.data
   if data.source == "synthetic_rain":
-    photos = data.path or "scikit-image's bundled photos"
-    what = (f"`synthetic_rain`: {data.synthetic.rain} synthetic rain (streaks and drops) "
-            f"rendered on crops of {photos}, stored at {data.synthetic.image_size}px; the "
-            f"test crops come from photos held out of training")
+    photos = data.path or "scikit-image's bundled photographs"
+    what = (f"`synthetic_rain`: {data.synthetic.rain} synthetic rain (streaks and drops"
+            + (", veil" if data.synthetic.get("veil") else "")
+            + (", tint" if data.synthetic.get("tint") else "")
+            + f") rendered on crops of {photos}, stored at {data.synthetic.image_size}px "
+            f"(test crops at {data.synthetic.get('test_size', data.synthetic.image_size)}px, "
+            f"split by {data.synthetic.get('split', 'photos')}: no test pixel is seen in "
+            "training)")
   else:
     what = f"`{data.source}` from `{data.path}`"
   return f"{what}. {context.num_train} training pairs, {num_test} test pairs."
