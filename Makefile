@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/default
-CONFIG ?= configs/default.py
+CONFIG ?=
 
 .PHONY: train test bench clean-venv
 
@@ -18,10 +18,23 @@ $(VENV)/.installed-torch: $(VENV)/.installed requirements-torch.txt
 	$(PY) -m pip install --quiet -r requirements-torch.txt
 	touch $@
 
-train: $(VENV)/.installed  ## train the default (synthetic rain, 256x256) into $(WORKDIR)
-	@echo "Training into $(WORKDIR): logs in $(WORKDIR)/metrics.jsonl, checkpoints in $(WORKDIR)/checkpoints."
-	@echo "Watch it: $(VENV)/bin/tensorboard --logdir $(WORKDIR)/tensorboard  (then open http://localhost:6006), or tail -f $(WORKDIR)/metrics.jsonl"
-	$(PY) main.py --workdir=$(WORKDIR) --config=$(CONFIG) $(ARGS)
+# Without a GPU or TPU, `make train` trains the CPU variant (configs/default.py:cpu); with one,
+# the paper's configuration. CONFIG=... picks one yourself.
+train: $(VENV)/.installed  ## train into $(WORKDIR): the CPU variant on a CPU, else the paper's config
+	@backend=$$($(PY) -c "import jax; print(jax.default_backend())" 2>/dev/null); \
+	config="$(CONFIG)"; \
+	if [ -z "$$config" ] && [ "$$backend" = cpu ]; then \
+	  config=configs/default.py:cpu; \
+	  echo "No GPU or TPU found: training the CPU variant ($$config: 64x64 crops, a 6-level U-Net,"; \
+	  echo "  3000 steps; about 25 minutes on 2 cores). The paper's configuration (256x256, 200k steps,"; \
+	  echo "  for a GPU): make train CONFIG=configs/default.py, or python main.py --workdir=W."; \
+	elif [ -z "$$config" ]; then \
+	  config=configs/default.py; \
+	  echo "JAX found a $$backend: training the paper's configuration ($$config)."; \
+	fi; \
+	echo "Training into $(WORKDIR): checkpoints in $(WORKDIR)/checkpoints, metrics in $(WORKDIR)/metrics.jsonl, the full log in $(WORKDIR)/train.log."; \
+	echo "Watch it: $(VENV)/bin/tensorboard --logdir $(WORKDIR)/tensorboard  (then open http://localhost:6006)"; \
+	$(PY) main.py --workdir=$(WORKDIR) --config=$$config $(ARGS)
 
 test: $(VENV)/.installed $(VENV)/.installed-torch  ## run the test suite (torch included)
 	$(PY) -m pytest -q -n 2 --dist loadfile tests

@@ -30,6 +30,7 @@ from pix2pix_jax import distributed
 from pix2pix_jax import parallel
 from pix2pix_jax import torch_import
 from pix2pix_jax import train
+from pix2pix_jax import writers
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and the run's config "
@@ -74,6 +75,9 @@ def prepare_data(config, workdir):
 
 
 def main(argv):
+  writers.quiet_library_logs()  # the console is for a person; W/train.log gets it all.
+  if FLAGS.mode == "train":
+    writers.buffer_logs()
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   if FLAGS.mode != "prepare_data" and not FLAGS.workdir:
@@ -95,7 +99,8 @@ def main(argv):
   if FLAGS.mode == "import_torch":
     import_torch(config)
     return
-  logging.info("JAX devices: %s (process %d of %d).", jax.devices(), jax.process_index(),
+  logging.info("Devices: %d x %s (process %d of %d).", jax.device_count(), jax.default_backend(),
+               jax.process_index(),
                jax.process_count())
   if FLAGS.mode == "prepare_data":
     prepare_data(config, FLAGS.workdir)
@@ -140,12 +145,11 @@ def import_torch(config):
 
 def run_on_workdir(mode: str) -> None:
   """eval / predict / export with W's saved config and the command line's overrides."""
-  from pix2pix_jax import evaluation, export, translator, writers  # pylint: disable=g-import-not-at-top
+  from pix2pix_jax import evaluation, export, translator  # pylint: disable=g-import-not-at-top
   needed = {"eval": (), "predict": ("input", "output"), "export": ("output",)}[mode]
   missing = [f"--{name}" for name in needed if not FLAGS[name].value]
   if missing:
     raise app.UsageError(f"--mode={mode} needs {' and '.join(missing)}.")
-  writers.quiet_library_logs()
   overrides = config_flags.get_override_values(FLAGS["config"])
   try:
     if mode == "eval":

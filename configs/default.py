@@ -56,10 +56,16 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   data.num_workers = 0  # grain worker processes (0 = read in the main process).
   data.prefetch = 2  # batches read ahead of the step.
   data.synthetic = synthetic = ml_collections.ConfigDict()
-  synthetic.image_size = 286  # side of the stored square crops.
+  synthetic.image_size = 286  # side of the stored square training crops.
+  synthetic.test_size = 96  # side of the stored square test crops (scored at this size).
   synthetic.num_train = 2000
   synthetic.num_test = 100
   synthetic.rain = "mixed"  # light | heavy | mixed (streaks and raindrops, light and heavy).
+  synthetic.veil = False  # True: streaks add a haze veil (a global de-hazing task).
+  synthetic.tint = False  # True: streaks take a cool sky's colour instead of white.
+  # auto (regions below 10 photos, else photos) | regions (the right quarter of every
+  # photo is test pixels) | photos (~10% of the photos held out whole).
+  synthetic.split = "auto"
 
   config.model = model = ml_collections.ConfigDict()
   model.generator = "unet"  # unet (depth: num_downs) | resnet_6blocks | resnet_9blocks
@@ -95,7 +101,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   optim.plateau_steps = 1_000  # plateau: steps per period (the reference's epoch).
 
   config.inference = inference = ml_collections.ConfigDict()
-  inference.norm_mode = "paper"  # paper (batch stats + dropout, as the reference) | running
+  # paper (batch statistics + dropout: the paper's and the reference's test time) | running
+  # (running averages, no dropout) | auto (paper after training at batch 1, else running).
+  inference.norm_mode = "auto"
 
   # Any-size inference (predict, eval, the Translator): images larger than tile_size on a side
   # are translated in overlapping tiles (running mode only), blended over `overlap` pixels.
@@ -121,6 +129,7 @@ def _apply_variant(config, variant):
     config.data.load_size = 36
     config.data.crop_size = 32
     config.data.synthetic.image_size = 36
+    config.data.synthetic.test_size = 36
     config.data.synthetic.num_train = 32
     config.data.synthetic.num_test = 4
     config.model.num_downs = 5
@@ -131,6 +140,24 @@ def _apply_variant(config, variant):
     # With 5 levels the reference's placement has no dropout block; use the Lua one so the
     # tiny model still exercises dropout.
     config.model.dropout_placement = "lua"
+  elif variant == "cpu":
+    # Sized for a 2-core CPU (`make train` picks it when JAX finds no GPU or TPU): 64x64
+    # crops of 96x96 stored crops (no resize, so training sees the test images' scale),
+    # a 6-level U-Net, batch 4, test-time normalisation by the running averages.
+    config.num_train_steps = 3000
+    config.decay_steps = 750
+    config.batch_size = 4
+    config.log_every_steps = 50
+    config.checkpoint_every_steps = 500
+    config.checkpoint_keep = 2
+    config.eval_every_steps = 250
+    config.eval_examples = 100
+    config.data.synthetic.image_size = 96
+    config.data.synthetic.test_size = 96
+    config.data.preprocess = "crop"
+    config.data.load_size = 96
+    config.data.crop_size = 64
+    config.model.num_downs = 6
   else:
     raise ValueError(
-        f"Unknown config variant {variant!r} for configs/default.py; known: 'tiny'.")
+        f"Unknown config variant {variant!r} for configs/default.py; known: 'tiny', 'cpu'.")

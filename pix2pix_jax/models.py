@@ -495,6 +495,10 @@ def _init_args(model_config) -> dict[str, Any]:
           "init_gain": float(model_config.get("init_gain", 0.02))}
 
 
+# PatchGAN receptive field (pixels) by model.d_layers (0: PixelGAN).
+RECEPTIVE_FIELDS = {0: 1, 1: 16, 2: 34, 3: 70, 4: 142, 5: 286}
+
+
 def create_generator(model_config, *, axis_name: Optional[str] = None,
                      dtype: Any = None) -> nn.Module:
   """The generator the config describes (`config.model`): U-Net or ResNet."""

@@ -1,12 +1,14 @@
 """Where training reports go: the console (absl logging + a progress bar), a JSON-lines file
-(W/metrics.jsonl) and TensorBoard (W/tensorboard, via tensorboardX)."""
+(W/metrics.jsonl), TensorBoard (W/tensorboard, via tensorboardX) and, for runs started from
+main.py, the full log (W/train.log, the libraries' chatter included)."""
 
 import json
 import logging as std_logging
+from logging import handlers as std_handlers
 import os
 import sys
 import time
-from typing import Mapping
+from typing import Mapping, Optional
 
 from absl import logging
 import numpy as np
@@ -16,27 +18,77 @@ from pix2pix_jax import inference
 
 
 class _DropLibraryInfo(std_logging.Filter):
-  """Drops the INFO chatter of Orbax, TFDS and grain (their warnings still pass)."""
-  _LIBRARIES = ("/orbax/", "/tensorflow_datasets/", "/grain/")
+  """Drops the INFO chatter of JAX, Orbax, TFDS and grain (their warnings still pass), and
+  TFDS's dump of a builder's whole config (a warning)."""
+  _LIBRARIES = ("/jax/", "/orbax/", "/tensorflow_datasets/", "/grain/")
+  _MESSAGES = ("Using custom data configuration",)
 
   def filter(self, record):
+    if record.pathname and "/tensorflow_datasets/" in record.pathname and any(
+        m in str(record.msg) for m in self._MESSAGES):
+      return False
     return record.levelno >= std_logging.WARNING or not any(
         lib in record.pathname for lib in self._LIBRARIES)
 
 
 def quiet_library_logs() -> None:
-  """Keeps the console to our own messages: libraries log INFO lines at every save."""
-  absl_logger = logging.get_absl_logger()
-  if not any(isinstance(f, _DropLibraryInfo) for f in absl_logger.filters):
-    absl_logger.addFilter(_DropLibraryInfo())
+  """Keeps the console to our own messages: libraries log INFO lines at every save (the
+  full log still gets them, see `buffer_logs`), and TFDS draws no progress bars."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds.disable_progress_bar()
+  console = logging.get_absl_handler()
+  if not any(isinstance(f, _DropLibraryInfo) for f in console.filters):
+    console.addFilter(_DropLibraryInfo())
+
+
+_LOG_FILE = "train.log"
+_log_buffer: Optional[std_handlers.MemoryHandler] = None
+
+
+def buffer_logs() -> None:
+  """Keeps every log record from now on until `log_to_file` knows the workdir (main.py
+  calls it first thing: the workdir is written only once the run is known to start)."""
+  global _log_buffer
+  if _log_buffer is None:
+    _log_buffer = std_handlers.MemoryHandler(capacity=100_000,
+                                             flushLevel=std_logging.CRITICAL + 1)
+    std_logging.getLogger().addHandler(_log_buffer)
+
+
+def log_to_file(workdir: str) -> Optional[std_logging.Handler]:
+  """After `buffer_logs`: the buffered and all later records go to W/train.log (appended).
+
+  Returns the file's handler (close it with `close_log_file`), or None where nothing was
+  buffered (library use, tests): then nothing is written.
+  """
+  global _log_buffer
+  if _log_buffer is None:
+    return None
+  handler = std_logging.FileHandler(os.path.join(workdir, _LOG_FILE))
+  handler.setFormatter(logging.PythonFormatter())
+  root = std_logging.getLogger()
+  _log_buffer.setTarget(handler)
+  _log_buffer.flush()
+  root.removeHandler(_log_buffer)
+  _log_buffer.close()
+  _log_buffer = None
+  root.addHandler(handler)
+  return handler
+
+
+def close_log_file(handler: Optional[std_logging.Handler]) -> None:
+  if handler is not None:
+    std_logging.getLogger().removeHandler(handler)
+    handler.close()
 
 
 def progress_bar(total_steps: int, start_step: int, *, enabled: bool = True) -> tqdm.tqdm:
-  """A step progress bar with rate and ETA (plain lines when not on a terminal); a
-  disabled one (the other processes of a multi-process run) prints nothing."""
+  """A step progress bar with rate and ETA on a terminal. Elsewhere (a log file, CI) and in
+  the other processes of a multi-process run it prints nothing: the log lines of each
+  log interval carry the step and the ETA instead of cursor escapes."""
   return tqdm.tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
-                   mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr,
-                   disable=not enabled)
+                   mininterval=1.0, file=sys.stderr,
+                   disable=not enabled or not sys.stderr.isatty())
 
 
 def image_grid(*columns) -> np.ndarray:
@@ -63,10 +115,12 @@ class MetricWriter:
       self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
       self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
-  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+  def write_scalars(self, step: int, scalars: Mapping[str, float], note: str = "") -> None:
+    """Logs `scalars` at `step` (console line + `note`, JSON line, TensorBoard)."""
     if not self._enabled:
       return
-    logging.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in scalars.items()))
+    logging.info("step %d: %s%s", step, ", ".join(f"{k}={v:.4g}" for k, v in scalars.items()),
+                 note)
     record = {"step": int(step), "time": time.time(), **{k: float(v) for k, v in scalars.items()}}
     self._jsonl.write(json.dumps(record) + "\n")
     self._jsonl.flush()

@@ -7,6 +7,7 @@ import pytest
 
 from configs import default
 from pix2pix_jax import configuration
+from pix2pix_jax import inference
 from pix2pix_jax import models
 from pix2pix_jax import parallel
 from pix2pix_jax import train
@@ -145,6 +146,7 @@ def test_learning_rate_schedule_is_the_reference_linear_rule():
     ({"model.d_layers": 5}, "model.d_layers=5 is too deep"),
     ({"decay_steps": -1}, "decay_steps=-1 must be >= 0"),
     ({"data.load_size": 16}, "data.load_size=16 must be >= data.crop_size=32"),
+    ({"data.synthetic.split": "halves"}, "data.synthetic.split='halves'"),
 ])
 def test_invalid_config_values_name_the_key(overrides, message):
   with pytest.raises(configuration.ConfigError, match=message.replace("*", r"\*")):
@@ -154,8 +156,36 @@ def test_invalid_config_values_name_the_key(overrides, message):
 def test_default_configs_are_valid():
   configuration.validate(default.get_config())
   configuration.validate(default.get_config("tiny"))
+  configuration.validate(default.get_config("cpu"))
   with pytest.raises(ValueError, match="Unknown config variant 'huge'"):
     default.get_config("huge")
+
+
+def test_auto_norm_mode_follows_the_training_batch_size():
+  assert inference.resolve_norm_mode("auto", 1) == "paper"
+  assert inference.resolve_norm_mode("auto", 4) == "running"
+  assert inference.resolve_norm_mode("paper", 4) == "paper"
+  assert inference.resolve_norm_mode("running", 1) == "running"
+  with pytest.raises(ValueError, match="norm_mode='eval'"):
+    inference.resolve_norm_mode("eval", 1)
+  # The paper's configuration (batch 1) keeps the paper's test time; the CPU variant
+  # (batch 4) uses the running statistics.
+  for variant, expected in (("", "paper"), ("cpu", "running")):
+    config = default.get_config(variant)
+    assert inference.resolve_norm_mode(config.inference.norm_mode,
+                                       config.batch_size) == expected
+
+
+def test_a_whole_run_decay_is_warned_about_with_the_fix():
+  warning = train.whole_run_decay_warning(_tiny_config(num_train_steps=400, decay_steps=100_000))
+  assert "decay_steps=100000 >= num_train_steps=400" in warning
+  assert "--config.decay_steps" in warning and "(e.g. 100)" in warning
+  assert not train.whole_run_decay_warning(_tiny_config(num_train_steps=400, decay_steps=100))
+  assert not train.whole_run_decay_warning(default.get_config())
+  assert not train.whole_run_decay_warning(default.get_config("cpu"))
+  step_policy = _tiny_config(num_train_steps=400, decay_steps=100_000)
+  step_policy.optim.lr_policy = "step"
+  assert not train.whole_run_decay_warning(step_policy)
 
 
 def test_batch_not_divisible_by_devices_is_a_clear_error():
