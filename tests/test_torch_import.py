@@ -1,8 +1,8 @@
 """Importing PyTorch reference weights: outputs equal torch's, and mismatches are clear errors.
 
-The torch networks here are written from the reference's published architecture
-(junyanz/pytorch-CycleGAN-and-pix2pix, models/networks.py) with the same module nesting, so
-their state_dict keys are the reference's.
+The torch networks (pix2pix_jax/torch_reference.py) are written from the reference's published
+architecture (junyanz/pytorch-CycleGAN-and-pix2pix, models/networks.py) with the same module
+nesting, so their state_dict keys are the reference's.
 """
 
 import copy
@@ -22,161 +22,13 @@ from pix2pix_jax import models
 from pix2pix_jax import torch_import
 
 torch = pytest.importorskip("torch")
+from pix2pix_jax import torch_reference as ref  # pylint: disable=g-import-not-at-top
+
 nn = torch.nn
 torch.set_num_threads(1)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ATOL = 1e-4
-
-
-def _norm_layer(norm, channels):
-  """The reference's norm layers: instance norm without affine parameters or statistics."""
-  if norm == "batch":
-    return nn.BatchNorm2d(channels)
-  if norm == "instance":
-    return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
-  return nn.Identity()
-
-
-class RefUnetBlock(nn.Module):
-  """A UnetSkipConnectionBlock: down, the levels below, up, and the skip concatenation."""
-
-  def __init__(self, outer, inner, norm, input_channels=None, submodule=None,
-               outermost=False, innermost=False, dropout=False):
-    super().__init__()
-    self.outermost = outermost
-    bias = norm == "instance"
-    down = nn.Conv2d(input_channels or outer, inner, 4, 2, 1, bias=bias)
-    if outermost:
-      layers = [down, submodule, nn.ReLU(True),
-                nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1), nn.Tanh()]
-    elif innermost:
-      layers = [nn.LeakyReLU(0.2, True), down, nn.ReLU(True),
-                nn.ConvTranspose2d(inner, outer, 4, 2, 1, bias=bias), _norm_layer(norm, outer)]
-    else:
-      layers = [nn.LeakyReLU(0.2, True), down, _norm_layer(norm, inner), submodule,
-                nn.ReLU(True), nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1, bias=bias),
-                _norm_layer(norm, outer)] + ([nn.Dropout(0.5)] if dropout else [])
-    self.model = nn.Sequential(*layers)
-
-  def forward(self, x):
-    return self.model(x) if self.outermost else torch.cat([x, self.model(x)], 1)
-
-
-class RefUnetGenerator(nn.Module):
-  """UnetGenerator: innermost block, num_downs - 5 ngf*8 blocks with dropout, then 4 more."""
-
-  def __init__(self, num_downs, ngf, norm, channels=3, dropout=True):
-    super().__init__()
-    block = RefUnetBlock(ngf * 8, ngf * 8, norm, innermost=True)
-    for _ in range(num_downs - 5):
-      block = RefUnetBlock(ngf * 8, ngf * 8, norm, submodule=block, dropout=dropout)
-    for outer_mult, inner_mult in ((4, 8), (2, 4), (1, 2)):
-      block = RefUnetBlock(ngf * outer_mult, ngf * inner_mult, norm, submodule=block)
-    self.model = RefUnetBlock(channels, ngf, norm, input_channels=channels, submodule=block,
-                              outermost=True)
-
-  def forward(self, x):
-    return self.model(x)
-
-
-class RefNLayerDiscriminator(nn.Module):
-  """NLayerDiscriminator: `model` is one nn.Sequential of conv / norm / LeakyReLU."""
-
-  def __init__(self, input_channels, ndf, n_layers, norm):
-    super().__init__()
-    bias = norm == "instance"
-    layers = [nn.Conv2d(input_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
-    features = ndf
-    for n in range(1, n_layers + 1):
-      new_features = ndf * min(2 ** n, 8)
-      stride = 2 if n < n_layers else 1
-      layers += [nn.Conv2d(features, new_features, 4, stride, 1, bias=bias),
-                 _norm_layer(norm, new_features), nn.LeakyReLU(0.2, True)]
-      features = new_features
-    layers.append(nn.Conv2d(features, 1, 4, 1, 1))
-    self.model = nn.Sequential(*layers)
-
-  def forward(self, x):
-    return self.model(x)
-
-
-class RefPixelDiscriminator(nn.Module):
-  """PixelDiscriminator: 1x1 convs in `net`."""
-
-  def __init__(self, input_channels, ndf, norm):
-    super().__init__()
-    bias = norm == "instance"
-    self.net = nn.Sequential(
-        nn.Conv2d(input_channels, ndf, 1, 1, 0), nn.LeakyReLU(0.2, True),
-        nn.Conv2d(ndf, ndf * 2, 1, 1, 0, bias=bias), _norm_layer(norm, ndf * 2),
-        nn.LeakyReLU(0.2, True), nn.Conv2d(ndf * 2, 1, 1, 1, 0, bias=bias))
-
-  def forward(self, x):
-    return self.net(x)
-
-
-class RefResnetBlock(nn.Module):
-  """ResnetBlock(padding_type='reflect'): x + conv_block(x)."""
-
-  def __init__(self, dim, norm, dropout):
-    super().__init__()
-    bias = norm == "instance"
-    layers = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), _norm_layer(norm, dim),
-              nn.ReLU(True)] + ([nn.Dropout(0.5)] if dropout else [])
-    layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), _norm_layer(norm, dim)]
-    self.conv_block = nn.Sequential(*layers)
-
-  def forward(self, x):
-    return x + self.conv_block(x)
-
-
-class RefResnetGenerator(nn.Module):
-  """ResnetGenerator: c7s1-ngf, two stride-2 downs, n blocks, two transposed ups, c7s1-out."""
-
-  def __init__(self, n_blocks, ngf, norm, channels=3, dropout=True):
-    super().__init__()
-    bias = norm == "instance"
-    layers = [nn.ReflectionPad2d(3), nn.Conv2d(channels, ngf, 7, bias=bias),
-              _norm_layer(norm, ngf), nn.ReLU(True)]
-    for mult in (1, 2):
-      layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, 2, 1, bias=bias),
-                 _norm_layer(norm, ngf * mult * 2), nn.ReLU(True)]
-    layers += [RefResnetBlock(ngf * 4, norm, dropout) for _ in range(n_blocks)]
-    for mult in (4, 2):
-      layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, 2, 1, output_padding=1,
-                                    bias=bias),
-                 _norm_layer(norm, ngf * mult // 2), nn.ReLU(True)]
-    layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, channels, 7), nn.Tanh()]
-    self.model = nn.Sequential(*layers)
-
-  def forward(self, x):
-    return self.model(x)
-
-
-def _randomise(module, seed):
-  """Weights, biases and batch-norm statistics away from their initial values."""
-  generator = torch.Generator().manual_seed(seed)
-
-  def uniform(shape, low, high):
-    return low + (high - low) * torch.rand(shape, generator=generator)
-  with torch.no_grad():
-    for m in module.modules():
-      if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-        # Unit output variance: a transposed stride-2 conv sums over (k/2)^2 taps per input.
-        taps = (m.weight[0, 0].numel() / 4 if isinstance(m, nn.ConvTranspose2d)
-                else m.weight[0, 0].numel())
-        fan_in = m.weight.shape[0 if isinstance(m, nn.ConvTranspose2d) else 1] * taps
-        m.weight.copy_(uniform(m.weight.shape, -1, 1) * (3 / fan_in) ** 0.5)
-        if m.bias is not None:
-          m.bias.copy_(uniform(m.bias.shape, -0.2, 0.2))
-      elif isinstance(m, nn.BatchNorm2d):
-        m.weight.copy_(uniform(m.weight.shape, 0.5, 1.5))
-        m.bias.copy_(uniform(m.bias.shape, -0.3, 0.3))
-        m.running_mean.copy_(uniform(m.running_mean.shape, -0.3, 0.3))
-        m.running_var.copy_(uniform(m.running_var.shape, 0.5, 2.0))
-        m.num_batches_tracked.fill_(1234)
-  return module
 
 
 def _torch_outputs(module, images_nhwc):
@@ -228,7 +80,7 @@ def _assert_close(flax_outputs, torch_outputs):
 @pytest.mark.parametrize("norm", ["batch", "instance", "none"])
 def test_generator_outputs_equal_torch(norm, tmp_path):
   config = _config(**{"model.norm": norm})
-  reference = _randomise(RefUnetGenerator(5, 8, norm), seed=1)
+  reference = ref.randomise(ref.RefUnetGenerator(5, 8, norm), seed=1)
   images = _images((4, 32, 32, 3))
   expected = _torch_outputs(reference, images)
   # Far from saturated tanh, and batch statistics matter: a meaningful comparison.
@@ -243,7 +95,7 @@ def test_generator_outputs_equal_torch(norm, tmp_path):
 def test_unet_128_outputs_equal_torch(tmp_path):
   config = _config(**{"model.num_downs": 7, "model.ngf": 2, "data.crop_size": 128,
                       "data.load_size": 128, "model.dropout_placement": "pytorch"})
-  reference = _randomise(RefUnetGenerator(7, 2, "batch"), seed=2)
+  reference = ref.randomise(ref.RefUnetGenerator(7, 2, "batch"), seed=2)
   images = _images((2, 128, 128, 3))
   variables = torch_import.generator_variables(
       torch_import.load_state_dict(_save(reference, tmp_path / "G.pth")), config)
@@ -254,7 +106,7 @@ def test_unet_128_outputs_equal_torch(tmp_path):
 def test_unet_256_key_layout_and_parameter_count():
   config = _config(**{"model.num_downs": 8, "model.ngf": 64, "data.crop_size": 256,
                       "data.load_size": 286})
-  reference = RefUnetGenerator(8, 64, "batch")
+  reference = ref.RefUnetGenerator(8, 64, "batch")
   assert sum(p.numel() for p in reference.parameters()) == 54_413_955
   state_dict = {k: v.numpy() for k, v in reference.state_dict().items()}
   assert "model.model.1.model.3.model.3.model.3.model.3.model.3.model.3.model.3.weight" in (
@@ -271,7 +123,7 @@ def test_unet_256_key_layout_and_parameter_count():
 def test_resnet_generator_outputs_equal_torch(tmp_path):
   """Reflect padding, 3x3 stride-2 convs, transposed convs with output_padding, blocks."""
   config = _config(**{"model.generator": "resnet_6blocks", "model.ngf": 4})
-  reference = _randomise(RefResnetGenerator(6, 4, "batch"), seed=7)
+  reference = ref.randomise(ref.RefResnetGenerator(6, 4, "batch"), seed=7)
   images = _images((2, 32, 32, 3))
   expected = _torch_outputs(reference, images)
   assert np.abs(expected[0]).mean() < 0.8 and np.abs(expected[0] - expected[1]).max() > 0.1
@@ -283,7 +135,7 @@ def test_resnet_generator_outputs_equal_torch(tmp_path):
 
 @pytest.mark.parametrize("n_blocks,norm,dropout", [(9, "instance", False), (6, "none", True)])
 def test_resnet_key_layouts_and_parameter_counts(n_blocks, norm, dropout):
-  reference = RefResnetGenerator(n_blocks, 64, norm, dropout=dropout)
+  reference = ref.RefResnetGenerator(n_blocks, 64, norm, dropout=dropout)
   config = _config(**{"model.generator": f"resnet_{n_blocks}blocks", "model.ngf": 64,
                       "model.norm": norm, "model.dropout": dropout})
   state_dict = {k: v.numpy() for k, v in reference.state_dict().items()}
@@ -305,10 +157,10 @@ def test_resnet_key_layouts_and_parameter_counts(n_blocks, norm, dropout):
 def test_discriminator_outputs_equal_torch(d_layers, norm, tmp_path):
   config = _config(**{"model.d_layers": d_layers, "model.norm": norm})
   if d_layers == 0:
-    reference = RefPixelDiscriminator(6, 8, norm)
+    reference = ref.RefPixelDiscriminator(6, 8, norm)
   else:
-    reference = RefNLayerDiscriminator(6, 8, d_layers, norm)
-  reference = _randomise(reference, seed=3)
+    reference = ref.RefNLayerDiscriminator(6, 8, d_layers, norm)
+  reference = ref.randomise(reference, seed=3)
   images = _images((4, 32, 32, 6))
   expected = _torch_outputs(reference, images)
   state_dict = torch_import.load_state_dict(_save(reference, tmp_path / "D.pth"))
@@ -320,7 +172,7 @@ def test_discriminator_outputs_equal_torch(d_layers, norm, tmp_path):
 
 
 def test_wrong_num_downs_lists_the_differing_keys(tmp_path):
-  path = _save(RefUnetGenerator(6, 8, "batch"), tmp_path / "six_levels.pth")
+  path = _save(ref.RefUnetGenerator(6, 8, "batch"), tmp_path / "six_levels.pth")
   state_dict = torch_import.load_state_dict(path)
   with pytest.raises(configuration.ConfigError) as error:
     torch_import.generator_variables(state_dict, _config(), source=path)
@@ -337,7 +189,7 @@ def test_wrong_num_downs_lists_the_differing_keys(tmp_path):
 
 def test_wrong_norm_and_width_are_listed(tmp_path):
   state_dict = torch_import.load_state_dict(
-      _save(RefNLayerDiscriminator(6, 16, 3, "batch"), tmp_path / "D.pth"))
+      _save(ref.RefNLayerDiscriminator(6, 16, 3, "batch"), tmp_path / "D.pth"))
   with pytest.raises(configuration.ConfigError) as error:
     torch_import.discriminator_variables(state_dict, _config(**{"model.norm": "instance"}))
   message = str(error.value)
@@ -361,7 +213,7 @@ def test_a_file_that_is_not_a_state_dict_is_a_clear_error(tmp_path):
 
 
 def test_instance_norm_running_stats_of_old_files_are_ignored():
-  state_dict = dict(RefUnetGenerator(5, 8, "instance").state_dict())  # torch tensors
+  state_dict = dict(ref.RefUnetGenerator(5, 8, "instance").state_dict())  # torch tensors
   config = _config(**{"model.norm": "instance"})
   expected = torch_import.generator_variables(state_dict, config)
   # Older reference versions built InstanceNorm2d(track_running_stats=True).
@@ -375,7 +227,7 @@ def test_instance_norm_running_stats_of_old_files_are_ignored():
 
 def test_import_writes_a_workdir_that_loads_and_refuses_to_overwrite(tmp_path):
   config = _config(**{"model.norm": "instance"})
-  reference = _randomise(RefUnetGenerator(5, 8, "instance"), seed=6)
+  reference = ref.randomise(ref.RefUnetGenerator(5, 8, "instance"), seed=6)
   path = _save(reference, tmp_path / "G.pth")
   workdir = torch_import.import_torch_weights(str(tmp_path / "imported"), config, path)
   loaded_config, g_vars, d_vars = checkpoints.load_variables(workdir)
@@ -394,8 +246,8 @@ def _import_cli(workdir, *args):
 
 
 def test_cli_imports_into_a_workdir_that_loads(tmp_path):
-  reference_g = _randomise(RefUnetGenerator(5, 8, "batch"), seed=4)
-  reference_d = _randomise(RefNLayerDiscriminator(6, 8, 3, "batch"), seed=5)
+  reference_g = ref.randomise(ref.RefUnetGenerator(5, 8, "batch"), seed=4)
+  reference_d = ref.randomise(ref.RefNLayerDiscriminator(6, 8, 3, "batch"), seed=5)
   g_path, d_path = _save(reference_g, tmp_path / "G.pth"), _save(reference_d, tmp_path / "D.pth")
   workdir = tmp_path / "imported"
   result = _import_cli(workdir, f"--torch_generator={g_path}", f"--torch_discriminator={d_path}")
