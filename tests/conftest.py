@@ -17,3 +17,9 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 import jax  # pylint: disable=g-import-not-at-top
 
 jax.config.update("jax_num_cpu_devices", 2)
+
+
+def pytest_configure(config):
+  # `make test` runs every test; a fast tier deselects these with -m "not slow".
+  config.addinivalue_line(
+      "markers", "slow: long-running parity tests (e.g. 3 train steps against torch)")
