@@ -8,7 +8,8 @@ Parameters are compared norm-wise per tensor, against the size of the update:
 ||ours - theirs|| / ||theirs - initial||. Adam's first steps are sign-like (m / sqrt(v) is
 +-1 at step 1), so where a gradient is near 0 its float noise decides the sign of a full-size
 step and an element-wise check would fail there; a tensor's norm is dominated by its large
-entries, which agree.
+entries, which agree. The losses are what shows a wrongly scaled loss: Adam is invariant to
+a gradient's scale, so a D loss without its 0.5 leaves the parameters within tolerance.
 
 The matrix is 6 of the 18 (loss.gan x layout x model.conv_impl) cases: every GAN loss
 (vanilla, lsgan, none) at batch 1 on one device and at batch 2 on two fake CPU devices (the
