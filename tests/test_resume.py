@@ -3,6 +3,7 @@ workdirs, non-finite steps and another device count."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -83,13 +84,14 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path, cache_dir):
   workdir = str(tmp_path / "killed")
   _killed_run(config, workdir, kill_at=4, when="after")
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["4"]
+  shutil.copytree(workdir, tmp_path / "killed_copy")
   resumed = train.train_and_evaluate(config, workdir)
   _assert_states_equal(straight, resumed)
 
   # Killed while writing the step-8 checkpoint: the half-written one is ignored and the
   # run resumes from step 4 again.
   workdir = str(tmp_path / "killed_mid_write")
-  _killed_run(config, workdir, kill_at=4, when="after")
+  shutil.copytree(tmp_path / "killed_copy", workdir)  # the step-4 kill, as it was left.
   config_8 = _config(cache_dir)
   _killed_run(config_8, workdir, kill_at=8, when="during")
   names = os.listdir(os.path.join(workdir, "checkpoints"))
