@@ -54,9 +54,10 @@ class RefUnetBlock(nn.Module):
     if outermost:
       layers = [down, submodule, nn.ReLU(True),
                 nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1), nn.Tanh()]
-    elif innermost:
+    elif innermost:  # dropout here only in the Lua placement (see RefUnetGenerator).
       layers = [nn.LeakyReLU(0.2, True), down, nn.ReLU(True),
-                nn.ConvTranspose2d(inner, outer, 4, 2, 1, bias=bias), norm_layer(norm, outer)]
+                nn.ConvTranspose2d(inner, outer, 4, 2, 1, bias=bias),
+                norm_layer(norm, outer)] + ([nn.Dropout(0.5)] if dropout else [])
     else:
       layers = [nn.LeakyReLU(0.2, True), down, norm_layer(norm, inner), submodule,
                 nn.ReLU(True), nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1, bias=bias),
@@ -68,15 +69,30 @@ class RefUnetBlock(nn.Module):
 
 
 class RefUnetGenerator(nn.Module):
-  """UnetGenerator: innermost block, num_downs - 5 ngf*8 blocks with dropout, then 4 more."""
+  """UnetGenerator: innermost block, num_downs - 5 ngf*8 blocks with dropout, then 4 more.
 
-  def __init__(self, num_downs, ngf, norm, channels=3, dropout=True):
+  `dropout_placement` 'lua' moves the dropout to the innermost three decoder blocks
+  (phillipi/pix2pix; our model.dropout_placement='lua'); 'pytorch' is the reference's.
+  """
+
+  def __init__(self, num_downs, ngf, norm, channels=3, dropout=True,
+               dropout_placement="pytorch"):
     super().__init__()
-    block = RefUnetBlock(ngf * 8, ngf * 8, norm, innermost=True)
-    for _ in range(num_downs - 5):
-      block = RefUnetBlock(ngf * 8, ngf * 8, norm, submodule=block, dropout=dropout)
-    for outer_mult, inner_mult in ((4, 8), (2, 4), (1, 2)):
-      block = RefUnetBlock(ngf * outer_mult, ngf * inner_mult, norm, submodule=block)
+    innermost = num_downs - 1  # depths as models.dropout_levels counts them: 0 = outermost.
+    if dropout_placement == "pytorch":
+      levels = range(4, innermost)
+    elif dropout_placement == "lua":
+      levels = range(max(innermost - 2, 1), innermost + 1)
+    else:
+      raise ValueError(f"dropout_placement={dropout_placement!r}: 'pytorch' or 'lua'.")
+    block = RefUnetBlock(ngf * 8, ngf * 8, norm, innermost=True,
+                         dropout=dropout and innermost in levels)
+    for depth in range(innermost - 1, 3, -1):
+      block = RefUnetBlock(ngf * 8, ngf * 8, norm, submodule=block,
+                           dropout=dropout and depth in levels)
+    for depth, (outer_mult, inner_mult) in zip((3, 2, 1), ((4, 8), (2, 4), (1, 2))):
+      block = RefUnetBlock(ngf * outer_mult, ngf * inner_mult, norm, submodule=block,
+                           dropout=dropout and depth in levels)
     self.model = RefUnetBlock(channels, ngf, norm, input_channels=channels, submodule=block,
                               outermost=True)
 
