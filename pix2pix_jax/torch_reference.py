@@ -1,25 +1,30 @@
 """The PyTorch reference's pix2pix networks, initialisation and train step (needs torch).
 
-Written from junyanz/pytorch-CycleGAN-and-pix2pix (master; line numbers approximate) with the
-same module nesting, so state_dict keys are the reference's (what `torch_import` reads):
+Written from junyanz/pytorch-CycleGAN-and-pix2pix with the same module nesting, so
+state_dict keys are the reference's (what `torch_import` reads). Line numbers are those of
+its commit 032e88438b1b2690e538c2cf399ebceb76adbea9, the version read (other commits,
+master's included, number them differently):
 
   models/networks.py
-    `init_weights` (~l. 65-95)          `init_weights`: conv / linear weights by init_type
+    `get_norm_layer` (l. 12-21)         `norm_layer` (instance: no affine, no running stats).
+    `get_scheduler` (l. 24-38)          the `lambda` policy's lambda_rule (l. 26-28) is the
+                                        `linear` one of benchmarks/vs_reference.py.
+    `init_weights` (l. 41-62)           `init_weights`: conv / linear weights by init_type
                                         (normal, xavier, kaiming, orthogonal) and init_gain,
                                         biases 0; BatchNorm2d weight ~ N(1, gain), bias 0.
-    `GANLoss` (~l. 210-270)             `gan_loss`: vanilla = BCEWithLogitsLoss, lsgan =
+    `GANLoss` (l. 109-172)              `gan_loss`: vanilla = BCEWithLogitsLoss, lsgan =
                                         MSELoss, against a label 1 / 0 broadcast to the logits.
-    `get_norm_layer` (~l. 15-35)        `norm_layer` (instance: no affine, no running stats).
-    `ResnetGenerator` (~l. 315-375)     `RefResnetGenerator`
-    `ResnetBlock` (~l. 375-435)         `RefResnetBlock` (padding_type='reflect')
-    `UnetGenerator` (~l. 435-465)       `RefUnetGenerator`
-    `UnetSkipConnectionBlock` (~l. 465-535)  `RefUnetBlock`
-    `NLayerDiscriminator` (~l. 535-580) `RefNLayerDiscriminator`
-    `PixelDiscriminator` (~l. 580-615)  `RefPixelDiscriminator`
+    `ResnetGenerator` (l. 213-263)      `RefResnetGenerator`
+    `ResnetBlock` (l. 266-307)          `RefResnetBlock` (padding_type='reflect')
+    `UnetGenerator` (l. 314-331)        `RefUnetGenerator` (plus phillipi/pix2pix's Lua
+                                        dropout placement, dropout_placement='lua')
+    `UnetSkipConnectionBlock` (l. 337-387)  `RefUnetBlock`
+    `NLayerDiscriminator` (l. 391-431)  `RefNLayerDiscriminator`
+    `PixelDiscriminator` (l. 434-453)   `RefPixelDiscriminator`
   models/pix2pix_model.py
-    `Pix2PixModel.__init__` (~l. 45-70) Adam(lr, betas=(beta1, 0.999)) for G and D.
-    `forward`, `backward_D`, `backward_G`, `optimize_parameters` (~l. 85-125)
-                                        `ReferencePix2Pix.optimize_parameters`.
+    `Pix2PixModel.__init__` (l. 22-52)  Adam(lr, betas=(beta1, 0.999)) for G and D (l. 49-50).
+    `forward` (l. 60-61), `backward_D` (l. 63-78), `backward_G` (l. 80-91),
+    `optimize_parameters` (l. 93-105)   `ReferencePix2Pix.optimize_parameters`.
 
 torch is optional for the project: only the tests and tools that compare with the reference
 import this module.
