@@ -1,4 +1,5 @@
-"""benchmarks.vs_reference runs end to end: a JSON line per implementation, then both."""
+"""benchmarks.vs_reference runs end to end (a JSON line per implementation, then both),
+and the reference's U-Net drops out where ours does (model.dropout_placement)."""
 
 import json
 import math
@@ -8,7 +9,10 @@ import sys
 
 import pytest
 
-pytest.importorskip("torch")
+from pix2pix_jax import models
+
+torch = pytest.importorskip("torch")
+from pix2pix_jax import torch_reference as ref  # pylint: disable=g-import-not-at-top
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ("impl", "seed", "steps", "identity_psnr_y", "paper_psnr_y", "running_psnr_y",
@@ -42,3 +46,16 @@ def test_two_steps_print_both_implementations_and_the_table(tmp_path):
     assert math.isfinite(summary[impl]["gain_running_mean"])
   table = out.read_text()
   assert "| reference |" in table and "--config=configs/default.py:tiny" in table
+
+
+@pytest.mark.parametrize("placement", ["pytorch", "lua"])
+@pytest.mark.parametrize("num_downs", [5, 6, 8])
+def test_reference_unet_drops_out_where_ours_does(num_downs, placement):
+  """The reference's U-Net has a Dropout after the decoder blocks of models.dropout_levels."""
+  net = ref.RefUnetGenerator(num_downs, 2, "batch", dropout_placement=placement)
+  depths, block = [], net.model
+  for depth in range(num_downs):
+    if any(isinstance(m, torch.nn.Dropout) for m in block.model.children()):
+      depths.append(depth)
+    block = next((m for m in block.model.children() if isinstance(m, ref.RefUnetBlock)), None)
+  assert tuple(depths) == models.dropout_levels(num_downs, placement)
