@@ -253,16 +253,26 @@ def _write_gallery(rows: list[dict[str, Any]], summary, path: str) -> None:
     f.write("\n".join(out))
 
 
-def image_files(path: str) -> list[tuple[str, str]]:
+def _inside(path: str, folder: str) -> bool:
+  """Whether `path` is `folder` or lies under it (symbolic links resolved)."""
+  path, folder = os.path.realpath(path), os.path.realpath(folder)
+  return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def image_files(path: str, *, exclude: Optional[str] = None) -> list[tuple[str, str]]:
   """(absolute path, path relative to `path`'s folder) of an image file or of the image
-  files in a folder (recursively), sorted."""
+  files in a folder (recursively), sorted; files under the folder `exclude` are left out
+  (predict's output folder inside its input folder)."""
   path = os.path.abspath(os.path.expanduser(path))
   if os.path.isfile(path):
     return [(path, os.path.basename(path))]
   if not os.path.isdir(path):
     raise FileNotFoundError(f"--input={path} is neither a file nor a folder.")
   files = []
-  for folder, _, names in os.walk(path):
+  for folder, subfolders, names in os.walk(path):
+    if exclude is not None:
+      subfolders[:] = [d for d in subfolders
+                       if not _inside(os.path.join(folder, d), exclude)]
     for name in names:
       if name.lower().endswith(IMAGE_EXTENSIONS):
         full = os.path.join(folder, name)
@@ -270,6 +280,20 @@ def image_files(path: str) -> list[tuple[str, str]]:
   if not files:
     raise FileNotFoundError(f"--input={path} holds no image files ({', '.join(IMAGE_EXTENSIONS)}).")
   return sorted(files)
+
+
+def refuse_overwriting_inputs(files: list[tuple[str, str]], input_path: str,
+                              output_dir: str) -> None:
+  """Raises ValueError, before anything is written, when an output would replace an input."""
+  inputs = {os.path.realpath(full) for full, _ in files}
+  for _, relative in files:
+    destination = os.path.realpath(os.path.join(output_dir, relative))
+    if destination in inputs:
+      raise ValueError(
+          f"--output={output_dir} would overwrite the input {destination} (predict writes "
+          f"each output under the input's name): choose an output folder outside "
+          f"--input={os.path.abspath(os.path.expanduser(input_path))}, or a sub-folder of "
+          "it. Nothing was written.")
 
 
 def predict_path(translator: translator_lib.Translator, input_path: str, output_dir: str
@@ -280,7 +304,12 @@ def predict_path(translator: translator_lib.Translator, input_path: str, output_
   Files that cannot be read or translated are reported and skipped. Returns
   (written paths, [(input path, reason)]).
   """
-  files = image_files(input_path)
+  output_dir = os.path.abspath(os.path.expanduser(output_dir))
+  if os.path.isfile(output_dir):
+    raise ValueError(f"--output={output_dir} is a file: predict writes into a folder "
+                     "(a new or an existing one).")
+  files = image_files(input_path, exclude=output_dir)
+  refuse_overwriting_inputs(files, input_path, output_dir)
   written, failed = [], []
   with _progress(len(files), "image") as progress:
     for full, relative in files:

@@ -208,3 +208,35 @@ def test_run_report_writes_the_table_the_curve_and_the_figure(workdir, tmp_path)
   assert workdir not in page  # no absolute paths of this machine.
   with Image.open(out + ".png") as figure:
     assert figure.width > 32 and figure.height >= 3 * 32  # input, output, target rows.
+
+
+def _photos(folder, count=3):
+  os.makedirs(folder, exist_ok=True)
+  for i in range(count):
+    Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(os.path.join(folder, f"{i}.png"))
+  return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
+
+
+def _inverted(image):  # a stand-in generator: no compilation needed.
+  return 255 - np.asarray(image)
+
+
+def test_predict_never_overwrites_an_input(tmp_path):
+  photos = tmp_path / "photos"
+  before = _photos(photos)
+  for output in (photos, photos / "0.png"):  # the input folder itself; an input file.
+    with pytest.raises(ValueError, match="Nothing was written|is a file"):
+      evaluation.predict_path(_inverted, str(photos), str(output))
+  with pytest.raises(ValueError, match="would overwrite the input"):  # one file, its folder.
+    evaluation.predict_path(_inverted, str(photos / "1.png"), str(photos))
+  assert {name: (photos / name).read_bytes() for name in os.listdir(photos)} == before
+
+
+def test_predict_into_a_folder_inside_the_input_leaves_its_outputs_out(tmp_path):
+  photos = tmp_path / "photos"
+  before = _photos(photos)
+  for _ in range(2):  # the second run must not translate the first run's outputs.
+    written, failed = evaluation.predict_path(_inverted, str(photos), str(photos / "out"))
+    assert len(written) == 3 and not failed
+  assert sorted(os.listdir(photos / "out")) == sorted(before)
+  assert {n: (photos / n).read_bytes() for n in before} == before
