@@ -26,7 +26,7 @@ train: $(VENV)/.installed  ## train into $(WORKDIR): the CPU variant on a CPU, e
 	if [ -z "$$config" ] && [ "$$backend" = cpu ]; then \
 	  config=configs/default.py:cpu; \
 	  echo "No GPU or TPU found: training the CPU variant ($$config: 64x64 crops, a 6-level U-Net,"; \
-	  echo "  3000 steps; about 25 minutes on 2 cores). The paper's configuration (256x256, 200k steps,"; \
+	  echo "  12k steps; about 20 minutes on 2 cores). The paper's configuration (256x256, 200k steps,"; \
 	  echo "  for a GPU): make train CONFIG=configs/default.py, or python main.py --workdir=W."; \
 	elif [ -z "$$config" ]; then \
 	  config=configs/default.py; \

@@ -1,9 +1,12 @@
-"""The throughput benchmark runs end to end and its last line is the promised JSON object."""
+"""The throughput benchmark runs end to end and its last line is the promised JSON object;
+error_split splits a model's error between the rain and the background."""
 
 import json
 import os
 import subprocess
 import sys
+
+import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ("train_images_per_s", "train_images_per_s_bs4", "infer_latency_ms_bs1",
@@ -25,3 +28,18 @@ def test_throughput_prints_every_field_as_its_last_line():
     assert summary[key] > 0, (key, summary[key])
   assert summary["conv_impl"] == "auto" and summary["crop_size"] == 32
   assert 0 < summary["fraction_of_peak"] < 1.5
+
+
+def test_error_split_separates_rain_from_background():
+  from benchmarks import error_split  # pylint: disable=g-import-not-at-top
+  clean = np.full((8, 8, 3), 100, np.uint8)
+  rainy = clean.copy()
+  rainy[:2] = 200  # a quarter of the pixels carry rain.
+  leaves_the_rain = error_split.error_split(lambda image: image, [("a", rainy, clean)], 4.0)
+  assert leaves_the_rain["rain_fraction"] == 0.25
+  assert leaves_the_rain["rain_model"] == leaves_the_rain["rain_identity"] == 0.25 * 100**2
+  assert leaves_the_rain["background_model"] == leaves_the_rain["background_identity"] == 0
+  darkens_everything = error_split.error_split(
+      lambda image: np.zeros_like(image) + 90, [("a", rainy, clean)], 4.0)
+  assert darkens_everything["rain_model"] == 0.25 * 10**2
+  assert darkens_everything["background_model"] == 0.75 * 10**2
