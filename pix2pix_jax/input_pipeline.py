@@ -25,6 +25,7 @@ import functools
 import gc
 import io
 from typing import Any
+import warnings
 import weakref
 
 from absl import flags
@@ -84,6 +85,30 @@ def global_position(local_position: int, *, batch_size: int, process_index: int,
 _HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I")  # grayscale of > 8 bits.
 
 
+def eight_bit(image: Image.Image, *, name: str = "the image") -> Image.Image:
+  """`image` with 8 bits per channel, the one rule for training, eval and predict.
+
+  16-bit grayscale (PNG/TIFF, PIL modes I;16* and I) is scaled by its full range 65535;
+  floating point ('F', e.g. a float32 TIFF) is taken as [0, 1] and refused outside it; an
+  animated image keeps its first frame, with a warning. Other modes are returned as given.
+  """
+  if getattr(image, "n_frames", 1) > 1:
+    warnings.warn(f"{name} has {image.n_frames} frames (an animation): only the first is "
+                  "used.", stacklevel=2)
+  if image.mode in _HIGH_BIT_DEPTH_MODES:
+    scaled = np.asarray(image, np.float32) * np.float32(255 / 65535)
+  elif image.mode == "F":
+    values = np.asarray(image, np.float32)
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    if not (np.isfinite(values).all() and low >= 0 and high <= 1):
+      raise ValueError(f"{name} is a floating-point image with values in [{low:g}, {high:g}]"
+                       "; only [0, 1] is understood: save it as 8- or 16-bit.")
+    scaled = values * np.float32(255)
+  else:
+    return image
+  return Image.fromarray(np.clip(np.round(scaled), 0, 255).astype(np.uint8))
+
+
 def decode(image: Any, channels: int) -> Image.Image:
   """A PIL image with `channels` (1 or 3) from encoded bytes, an array or a PIL image.
 
@@ -101,11 +126,10 @@ def decode(image: Any, channels: int) -> Image.Image:
   mode = {1: "L", 3: "RGB"}.get(channels)
   if mode is None:
     raise ValueError(f"model.input_channels/output_channels={channels}: must be 1 or 3.")
-  if image.mode in _HIGH_BIT_DEPTH_MODES:
+  if image.mode in _HIGH_BIT_DEPTH_MODES and channels == 1:
     scaled = np.asarray(image, np.float32) * np.float32(255 / 65535)
-    if channels == 1:
-      return Image.fromarray(scaled, mode="F")
-    image = Image.fromarray(np.clip(np.round(scaled), 0, 255).astype(np.uint8))
+    return Image.fromarray(scaled, mode="F")
+  image = eight_bit(image)
   return image if image.mode == mode else image.convert(mode)
 
 

@@ -25,6 +25,7 @@ from PIL import Image
 from pix2pix_jax import checkpoints
 from pix2pix_jax import configuration
 from pix2pix_jax import inference
+from pix2pix_jax import input_pipeline
 from pix2pix_jax import metrics
 from pix2pix_jax import models
 
@@ -125,6 +126,7 @@ def blend_window(tile: int, overlap: int, *, fade_in: bool = True, fade_out: boo
 
 def _to_array(image: ImageLike) -> np.ndarray:
   if isinstance(image, Image.Image):
+    image = input_pipeline.eight_bit(image, name=getattr(image, "filename", "") or "the image")
     has_alpha = "A" in image.getbands() or "transparency" in image.info
     if image.mode not in ("L", "RGB", "RGBA", "LA"):
       image = image.convert("RGBA" if has_alpha else "RGB")

@@ -240,3 +240,27 @@ def test_predict_into_a_folder_inside_the_input_leaves_its_outputs_out(tmp_path)
     assert len(written) == 3 and not failed
   assert sorted(os.listdir(photos / "out")) == sorted(before)
   assert {n: (photos / n).read_bytes() for n in before} == before
+
+
+def test_one_decoder_for_deep_float_and_animated_images(tmp_path):
+  """16-bit is scaled by 65535 and float taken as [0, 1], in predict as in training."""
+  from pix2pix_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+  deep = Image.fromarray(ramp)
+  path = tmp_path / "deep.png"
+  deep.save(path)
+  with Image.open(path) as reopened:
+    predicted, _ = translator_lib.as_batch(reopened, 3)
+  trained = np.asarray(input_pipeline.decode(path.read_bytes(), 3))
+  np.testing.assert_array_equal(predicted[0], trained)
+  assert predicted.min() == 0 and predicted.max() == 255 and (predicted == 255).mean() < 0.01
+  half = translator_lib.as_batch(Image.fromarray(np.full((4, 4), 0.5, np.float32)), 3)[0]
+  assert (half == 128).all()
+  with pytest.raises(ValueError, match=r"floating-point image with values in \[0, 2\]"):
+    translator_lib.as_batch(Image.fromarray(np.linspace(0, 2, 16, dtype=np.float32)
+                                            .reshape(4, 4)), 3)
+  frames = [Image.new("RGB", (8, 8), (i * 50, 0, 0)) for i in range(3)]
+  frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+  with Image.open(tmp_path / "anim.gif") as animated:
+    with pytest.warns(UserWarning, match="3 frames"):
+      translator_lib.as_batch(animated, 3)
