@@ -16,8 +16,11 @@ A checkpoint is written to a temporary folder and renamed into place when comple
 run killed mid-write leaves only a temporary folder, which is ignored (and cleaned up).
 """
 
+import fcntl
 import json
 import os
+import socket
+import time
 from typing import Any, Optional
 
 from absl import logging
@@ -65,6 +68,43 @@ def architecture_differences(saved: Any, config: Any) -> list[str]:
   values = [(key, architecture_value(saved, key), architecture_value(config, key))
             for key in ARCHITECTURE_KEYS]
   return [f"{key}: {before!r} -> {now!r}" for key, before, now in values if before != now]
+
+
+LOCK_FILE = ".lock"
+
+
+class WorkdirLock:
+  """W/.lock, held by the one process that trains into W (process 0 of a multi-process run).
+
+  An advisory `fcntl.flock`: the kernel drops it when its holder exits, however it exits
+  (SIGKILL, power loss), so a dead run never blocks the next. eval, predict and export only
+  read and take no lock. The file says who holds it, for the refusal's message.
+  """
+
+  def __init__(self, workdir: str):
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    os.makedirs(workdir, exist_ok=True)
+    self.path = os.path.join(workdir, LOCK_FILE)
+    self._file = open(self.path, "a+")  # pylint: disable=consider-using-with
+    try:
+      fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      self._file.seek(0)
+      holder = self._file.read().strip() or "another process"
+      self._file.close()
+      raise configuration.ConfigError(
+          f"{workdir} is in use: {holder} is training into it. Wait for it to finish or "
+          "stop it (Ctrl-C or SIGTERM saves a checkpoint), or use another --workdir; "
+          "--mode=eval, predict and export may run beside it.") from None
+    self._file.seek(0)
+    self._file.truncate()
+    self._file.write(f"process {os.getpid()} on {socket.gethostname()} (since "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+    self._file.flush()
+
+  def release(self) -> None:
+    if not self._file.closed:
+      self._file.close()
 
 
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:

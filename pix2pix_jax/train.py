@@ -440,6 +440,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   weights = start_weights(config, workdir, init_from)  # checked before anything is written.
   # The data first: a bad file stops the run before anything is written.
   data = datasets.prepare(config.data, seed=config.seed)
+  # One writer per workdir: a second training run refuses at once (the lock dies with its
+  # holder, so a killed run never blocks the next one).
+  lock = checkpoints.WorkdirLock(workdir) if jax.process_index() == 0 else None
+  try:
+    return _train(config, workdir, norm_mode, weights, data)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, norm_mode: str, weights, data
+           ) -> TrainState:
+  """train_and_evaluate's loop, with the workdir's lock held."""
   workdir = checkpoints.prepare_workdir(workdir, config)
   primary = distributed.is_primary()  # the one process that writes logs and reports.
   log_file = writers.log_to_file(workdir) if primary else None

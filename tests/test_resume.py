@@ -213,3 +213,23 @@ def test_load_variables_reads_without_writing(tmp_path, cache_dir):
   _, loaded, no_discriminator = checkpoints.load_variables(weights_dir)
   _assert_states_equal(loaded, generator)
   assert no_discriminator is None
+
+
+def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_not_in_the_way(tmp_path):
+  workdir = str(tmp_path / "run")
+  holder = subprocess.Popen(  # holds the lock as a training run would, then is killed.
+      [sys.executable, "-c",
+       "import sys, time; from pix2pix_jax import checkpoints; "
+       "lock = checkpoints.WorkdirLock(sys.argv[1]); print('locked', flush=True); time.sleep(600)",
+       workdir], cwd=ROOT, env=_env(), stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(configuration.ConfigError,
+                       match=rf"is in use: process {holder.pid} on .* is training into it"):
+      checkpoints.WorkdirLock(workdir)
+  finally:
+    holder.kill()
+    holder.wait()
+  checkpoints.WorkdirLock(workdir).release()  # SIGKILLed: its lock went with it.
+  lock = checkpoints.WorkdirLock(workdir)  # released locks can be taken again.
+  lock.release()
