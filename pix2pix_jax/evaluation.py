@@ -315,6 +315,8 @@ def predict_path(translator: translator_lib.Translator, input_path: str, output_
     for full, relative in files:
       try:
         with Image.open(full) as image:
+          if hasattr(translator, "check_size"):
+            translator.check_size(*image.size)  # from the header: nothing decoded yet.
           image.load()
           output = translator(image)
       # PIL's errors for a bad file; ValueError also for paper mode with too large an image.

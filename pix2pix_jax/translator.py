@@ -215,15 +215,20 @@ class Translator:
     images = inference.from_uint8(padded[None])
     return np.asarray(self._apply(self.variables, images, self._rng))[0]
 
+  def check_size(self, width: int, height: int) -> None:
+    """Raises ValueError for a size this translator refuses (known from a file's header,
+    before its pixels are decoded)."""
+    if max(height, width) > self.tile_size and self.norm_mode == "paper":
+      raise ValueError(
+          f"A {width}x{height} image is larger than predict.tile_size={self.tile_size}, and "
+          "paper norm mode cannot tile: it normalises each image by its own statistics. Use "
+          "--config.inference.norm_mode=running (tiled), or a larger "
+          "--config.predict.tile_size if the image fits in memory in one piece.")
+
   def translate_one(self, image: np.ndarray) -> np.ndarray:
     """uint8 output of one uint8 HxWxC image with the model's input channels."""
     h, w = image.shape[:2]
-    if max(h, w) > self.tile_size and self.norm_mode == "paper":
-      raise ValueError(
-          f"A {w}x{h} image is larger than predict.tile_size={self.tile_size}, and paper "
-          "norm mode cannot tile: it normalises each image by its own statistics. Use "
-          "--config.inference.norm_mode=running (tiled), or a larger "
-          "--config.predict.tile_size if the image fits in memory in one piece.")
+    self.check_size(w, h)
     padded, (top, left) = reflect_pad(image, self.multiple)
     if max(h, w) > self.tile_size:
       output = self._generate_tiled(padded)

@@ -11,6 +11,7 @@ import jax
 from jax import export as jax_export
 import numpy as np
 from PIL import Image
+from PIL import ImageFile
 import pytest
 
 from pix2pix_jax import evaluation
@@ -264,3 +265,22 @@ def test_one_decoder_for_deep_float_and_animated_images(tmp_path):
   with Image.open(tmp_path / "anim.gif") as animated:
     with pytest.warns(UserWarning, match="3 frames"):
       translator_lib.as_batch(animated, 3)
+
+
+def test_predict_checks_the_size_from_the_header_before_decoding(tmp_path, monkeypatch):
+  photos = tmp_path / "photos"
+  _photos(photos, count=1)
+  decoded = []
+  monkeypatch.setattr(ImageFile.ImageFile, "load",
+                      lambda self: decoded.append(self.filename))
+
+  class RefusesLargeImages:
+    def check_size(self, width, height):
+      raise ValueError(f"A {width}x{height} image is larger than predict.tile_size")
+
+    def __call__(self, image):
+      raise AssertionError("a refused image was translated")
+
+  written, failed = evaluation.predict_path(RefusesLargeImages(), str(photos),
+                                            str(tmp_path / "out"))
+  assert not written and "8x8 image is larger" in failed[0][1] and not decoded
