@@ -268,10 +268,13 @@ def check_finite(state: TrainState, manager) -> None:
   """Raises NonFiniteError naming the first non-finite step (one scalar from device 0)."""
   nonfinite_step = int(parallel.first_copy(state.nonfinite_step))
   if nonfinite_step >= 0:
+    latest = manager.latest_step()
+    kept = (f"The last good checkpoint is step {latest} in {manager.directory}."
+            if latest is not None else
+            f"No checkpoint was saved before it ({manager.directory} holds none).")
     raise NonFiniteError(
         f"Step {nonfinite_step} produced a non-finite loss or gradient; nothing after it was "
-        f"saved. The last good checkpoint is step {manager.latest_step()} in "
-        f"{manager.directory}. Try a lower optim.lr or check the data.")
+        f"saved. {kept} Try a lower optim.lr or check the data.")
 
 
 class StopRequest:

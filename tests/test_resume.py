@@ -233,3 +233,16 @@ def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_not_in_the_way(tmp_p
   checkpoints.WorkdirLock(workdir).release()  # SIGKILLed: its lock went with it.
   lock = checkpoints.WorkdirLock(workdir)  # released locks can be taken again.
   lock.release()
+
+
+def test_nonfinite_message_says_when_there_is_no_checkpoint():
+  class NoCheckpoints:
+    directory = "W/checkpoints"
+
+    def latest_step(self):
+      return None
+
+  state = type("State", (), {"nonfinite_step": np.array([3])})()
+  with pytest.raises(train.NonFiniteError, match=r"Step 3 .* No checkpoint was saved before "
+                                                 r"it \(W/checkpoints holds none\)"):
+    train.check_finite(state, NoCheckpoints())
