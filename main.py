@@ -41,7 +41,8 @@ flags.DEFINE_enum("mode", "train",
                   "trained workdir; prepare_data: build and check the dataset only; "
                   "import_torch: a workdir from PyTorch reference weights.")
 flags.DEFINE_string("input", None, "predict: an image file or a folder of images.")
-flags.DEFINE_string("output", None, "predict: the output folder; export: the output file.")
+flags.DEFINE_string("output", None, "predict: the output folder; export: the output file; "
+                    "eval: the report folder (default W/eval).")
 flags.DEFINE_string("checkpoint", "latest", "eval/predict/export: latest, best or a step.")
 flags.DEFINE_string("torch_generator", None,
                     "--mode=import_torch: the reference's generator state_dict (latest_net_G.pth).")
@@ -154,7 +155,7 @@ def run_on_workdir(mode: str) -> None:
   try:
     if mode == "eval":
       summary = evaluation.evaluate_workdir(FLAGS.workdir, checkpoint=FLAGS.checkpoint,
-                                            overrides=overrides)
+                                            overrides=overrides, out_dir=FLAGS.output)
       print(evaluation.format_table(summary))
     elif mode == "predict":
       model = translator.Translator.from_workdir(

@@ -126,8 +126,10 @@ def evaluate(translator: translator_lib.Translator, pairs, out_dir: str, *,
 
 def evaluate_workdir(workdir: str, *, checkpoint: str = "latest",
                      overrides: Optional[Mapping[str, Any]] = None,
-                     norm_mode: Optional[str] = None) -> dict[str, dict[str, float]]:
-  """Evaluates a workdir's generator on its (or the overridden) test split into W/eval.
+                     norm_mode: Optional[str] = None, out_dir: Optional[str] = None
+                     ) -> dict[str, dict[str, float]]:
+  """Evaluates a workdir's generator on its (or the overridden) test split into `out_dir`
+  (default W/eval; another folder for a workdir you cannot write to).
 
   The generator is scored in both norm modes side by side; `norm_mode` (default: the
   config's, `auto` resolved) is the one reported as "model" and shown in the gallery.
@@ -139,7 +141,8 @@ def evaluate_workdir(workdir: str, *, checkpoint: str = "latest",
   logging.info("Evaluating checkpoint %s in %s norm mode (and %s beside it).", description,
                translator.norm_mode, other_mode)
   source = datasets.get_data_sources(config.data, seed=config.seed)["test"]
-  out_dir = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "eval")
+  out_dir = os.path.abspath(os.path.expanduser(
+      out_dir or os.path.join(os.path.expanduser(workdir), "eval")))
   summary = evaluate(translator, eval_pairs(config, source), out_dir, total=len(source),
                      other=other)
   logging.info("Wrote %s/metrics.json, per_image.csv and index.html.", out_dir)

@@ -284,3 +284,13 @@ def test_predict_checks_the_size_from_the_header_before_decoding(tmp_path, monke
   written, failed = evaluation.predict_path(RefusesLargeImages(), str(photos),
                                             str(tmp_path / "out"))
   assert not written and "8x8 image is larger" in failed[0][1] and not decoded
+
+
+def test_eval_writes_its_reports_where_asked(untrained_workdir, tmp_path):
+  report = tmp_path / "report"
+  default_reports = os.path.join(untrained_workdir, "eval", "metrics.json")
+  before = os.stat(default_reports).st_mtime_ns if os.path.exists(default_reports) else None
+  evaluation.evaluate_workdir(untrained_workdir, out_dir=str(report))
+  assert {"metrics.json", "per_image.csv", "index.html"} <= set(os.listdir(report))
+  after = os.stat(default_reports).st_mtime_ns if os.path.exists(default_reports) else None
+  assert after == before  # W/eval untouched.
