@@ -168,3 +168,19 @@ def test_cli_refuses_overriding_what_the_suite_varies(tmp_path):
   assert result.returncode == 1
   assert "--config.loss.l1_weight is what the losses suite varies" in result.stderr
   assert not os.listdir(tmp_path)
+
+
+def test_run_report_writes_the_table_curve_and_figure(suite, tmp_path):
+  from pix2pix_jax.experiments import run_report  # pylint: disable=g-import-not-at-top
+  workdir, _, _ = suite
+  runs = os.path.join(workdir, experiments.RUNS_DIR)
+  run = os.path.join(runs, sorted(os.listdir(runs))[0])  # a trained variant's workdir.
+  out = str(tmp_path / "run")
+  summary = run_report.write(run, out, command="CMD", trained_by="TRAIN")
+  page = open(out + ".md").read()
+  assert "Made by: `CMD`, after training W with `TRAIN`." in page
+  identity = summary["identity"]["psnr_y"]
+  assert f"| identity (the rainy input) | {identity:.2f} | 0 |" in page
+  for mode, means in summary["by_norm_mode"].items():
+    assert f"`{mode}` norm mode" in page and f"{means['psnr_y'] - identity:+.2f}" in page
+  assert os.path.getsize(out + ".png") > 0 and "/tmp" not in page.replace(str(tmp_path), "")

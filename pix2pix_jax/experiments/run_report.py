@@ -70,7 +70,8 @@ def gain_curve(rows: Sequence[dict[str, Any]]) -> list[str]:
   return lines
 
 
-def write(workdir: str, out: str, *, command: str) -> dict[str, Any]:
+def write(workdir: str, out: str, *, command: str, trained_by: str = ""
+          ) -> dict[str, Any]:
   """Writes OUT.md and OUT.png for `workdir`; returns the eval summary."""
   workdir = os.path.abspath(os.path.expanduser(workdir))
   metrics_path = os.path.join(workdir, "eval", "metrics.json")
@@ -87,7 +88,8 @@ def write(workdir: str, out: str, *, command: str) -> dict[str, Any]:
   identity = summary["identity"]
   lines = [
       f"# {os.path.basename(out)}: what training on this machine buys", "",
-      f"Made by: `{command}`", "",
+      f"Made by: `{command}`" + (f", after training W with `{trained_by}`"
+                                 if trained_by else "") + ".", "",
       f"- Workdir `W`: `{config['data']['source']}` data, {config['num_train_steps']} steps "
       f"at batch {config['batch_size']}, {config['data']['crop_size']}px crops, U-Net of "
       f"{config['model']['num_downs']} levels (ngf {config['model']['ngf']}), "
@@ -120,6 +122,8 @@ def write(workdir: str, out: str, *, command: str) -> dict[str, Any]:
 
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained workdir.", required=True)
+_TRAINED_BY = flags.DEFINE_string(
+    "trained_by", "make train WORKDIR=W", "The command that trained W, for the header.")
 _OUT = flags.DEFINE_string("out", None, "Output path without extension (OUT.md, OUT.png).",
                            required=True)
 
@@ -129,7 +133,7 @@ def main(argv):
   writers.quiet_library_logs()
   command = (f"python -m pix2pix_jax.experiments.run_report --workdir=W "
              f"--out={os.path.relpath(_OUT.value)}")
-  summary = write(_WORKDIR.value, _OUT.value, command=command)
+  summary = write(_WORKDIR.value, _OUT.value, command=command, trained_by=_TRAINED_BY.value)
   logging.info("Wrote %s.md and %s.png.", _OUT.value, _OUT.value)
   print(evaluation.format_table(summary))
 
