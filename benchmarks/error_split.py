@@ -21,14 +21,6 @@ from pix2pix_jax import evaluation
 from pix2pix_jax import translator as translator_lib
 from pix2pix_jax import writers
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A trained workdir.", required=True)
-_NORM_MODE = flags.DEFINE_enum("norm_mode", None, ["paper", "running"],
-                               "Norm mode (default: the config's, `auto` resolved).")
-_SPLIT = flags.DEFINE_enum("split", "test", ["train", "test"], "The split to score.")
-_EXAMPLES = flags.DEFINE_integer("examples", 100, "At most this many pairs.")
-_THRESHOLD = flags.DEFINE_float("threshold", 4.0, "Rain: |dY| above this, in levels of 255.")
-
-
 def luma(image: np.ndarray) -> np.ndarray:
   """Full-range BT.601 Y of a uint8 RGB image, float64."""
   image = image.astype(np.float64)
@@ -54,17 +46,30 @@ def error_split(translator, pairs, threshold: float) -> dict[str, float]:
   return result
 
 
+def _define_flags() -> None:
+  """The command line's flags (defined only when run as a script: its flag names are shared
+  with the other tools, which may be imported in the same process, e.g. by the tests)."""
+  flags.DEFINE_string("workdir", None, "A trained workdir.", required=True)
+  flags.DEFINE_enum("norm_mode", None, ["paper", "running"],
+                    "Norm mode (default: the config's, `auto` resolved).")
+  flags.DEFINE_enum("split", "test", ["train", "test"], "The split to score.")
+  flags.DEFINE_integer("examples", 100, "At most this many pairs.")
+  flags.DEFINE_float("threshold", 4.0, "Rain: |dY| above this, in levels of 255.")
+
+
 def main(argv):
   del argv
+  args = flags.FLAGS
   writers.quiet_library_logs()
-  config, variables, description = translator_lib.load_workdir(_WORKDIR.value)
-  translator = translator_lib.Translator(config, variables, norm_mode=_NORM_MODE.value)
-  source = datasets.get_data_sources(config.data, seed=config.seed)[_SPLIT.value]
-  result = error_split(translator, evaluation.eval_pairs(config, source, _EXAMPLES.value),
-                       _THRESHOLD.value)
+  config, variables, description = translator_lib.load_workdir(args.workdir)
+  translator = translator_lib.Translator(config, variables, norm_mode=args.norm_mode)
+  source = datasets.get_data_sources(config.data, seed=config.seed)[args.split]
+  result = error_split(translator, evaluation.eval_pairs(config, source, args.examples),
+                       args.threshold)
   print(json.dumps({"checkpoint": description, "norm_mode": translator.norm_mode,
-                    "split": _SPLIT.value, **result}))
+                    "split": args.split, **result}))
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
