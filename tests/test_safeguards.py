@@ -181,3 +181,123 @@ def test_a_file_for_a_workdir_is_one_line(tmp_path, cache_dir):
   with pytest.raises(configuration.ConfigError, match=f"--workdir={path} is a file"):
     checkpoints.WorkdirLock(str(path))
   assert path.read_text() == "not a folder"
+
+
+# Damaged dataset caches.
+
+
+def _prepare(cache_dir):
+  config = _config(str(cache_dir))
+  return datasets.prepare(config.data, seed=config.seed)
+
+
+def _built_folder(cache_dir):
+  folder, = [d for d, _, names in os.walk(cache_dir) if "dataset_info.json" in names]
+  return folder
+
+
+def _read_all(data):
+  for source in data.sources.values():
+    for index in range(len(source)):
+      assert source[index]["A"]
+
+
+def _train_shard(folder):
+  name, = [n for n in os.listdir(folder) if "train.array_record" in n]
+  return os.path.join(folder, name)
+
+
+def _truncate_shard(folder):
+  path = _train_shard(folder)
+  os.truncate(path, os.path.getsize(path) // 2)
+
+
+def _scramble_shard(folder):
+  path = _train_shard(folder)
+  with open(path, "r+b") as f:
+    f.seek(os.path.getsize(path) // 3)
+    f.write(bytes(range(256)) * 16)
+
+
+def _garble_info(folder):
+  with open(os.path.join(folder, "dataset_info.json"), "w") as f:
+    f.write('{"name": "synthetic_rain", garbled')
+
+
+def _delete_info(folder):
+  os.remove(os.path.join(folder, "dataset_info.json"))
+
+
+CACHE_DAMAGES = {"truncated": _truncate_shard, "scrambled": _scramble_shard,
+                 "garbled_info": _garble_info, "deleted_info": _delete_info}
+
+
+@pytest.fixture(scope="module")
+def built_cache(tmp_path_factory):
+  """A cache holding the tiny synthetic dataset, with its checksums: copied by each test."""
+  cache = tmp_path_factory.mktemp("built_cache")
+  _read_all(_prepare(cache))
+  folder = _built_folder(cache)
+  with open(os.path.join(folder, datasets.CHECKSUM_FILE)) as f:
+    listed = json.load(f)["files"]
+  assert {"dataset_info.json", os.path.basename(_train_shard(folder))} <= set(listed)
+  assert datasets.cache_problem(folder) == ""
+  return cache
+
+
+def _cache_copy(built_cache, tmp_path):
+  cache = tmp_path / "cache"
+  shutil.copytree(built_cache, cache)
+  return cache, _built_folder(cache)
+
+
+@pytest.mark.parametrize("damage", sorted(CACHE_DAMAGES))
+def test_a_damaged_dataset_cache_is_rebuilt(built_cache, tmp_path, caplog, damage):
+  cache, folder = _cache_copy(built_cache, tmp_path)
+  intact = _digests(folder)
+  CACHE_DAMAGES[damage](folder)
+  assert datasets.cache_problem(folder)
+  with caplog.at_level(logging.WARNING):
+    data = _prepare(cache)
+  assert any(f"The cached dataset {folder} is damaged" in w for w in _warnings(caplog))
+  _read_all(data)
+  assert datasets.cache_problem(folder) == ""
+  assert _digests(folder) == intact  # the same dataset, built again.
+
+
+def test_a_cache_built_before_checksums_is_checked_once_and_gets_them(built_cache, tmp_path):
+  cache, folder = _cache_copy(built_cache, tmp_path)
+  checksums = os.path.join(folder, datasets.CHECKSUM_FILE)
+  with open(checksums) as f:
+    written = f.read()
+  os.remove(checksums)
+  _read_all(_prepare(cache))
+  with open(checksums) as f:
+    assert f.read() == written
+  # ... and one damaged then is rebuilt, too.
+  os.remove(checksums)
+  _truncate_shard(folder)
+  assert "does not" in datasets.cache_problem(folder)
+  _read_all(_prepare(cache))
+  assert datasets.cache_problem(folder) == ""
+
+
+def test_a_damaged_cache_that_cannot_be_removed_is_one_line(built_cache, tmp_path,
+                                                            monkeypatch):
+  cache, folder = _cache_copy(built_cache, tmp_path)
+  _truncate_shard(folder)
+
+  def refuse(path, *args, **kwargs):
+    raise PermissionError(13, "Permission denied", path)
+  monkeypatch.setattr(datasets.shutil, "rmtree", refuse)
+  with pytest.raises(configuration.DataError,
+                     match=rf"The cached dataset {folder} is damaged .*: delete that folder"):
+    _prepare(cache)
+
+
+def test_a_file_for_a_cache_dir_is_one_line(tmp_path):
+  path = tmp_path / "file"
+  path.write_text("not a folder")
+  with pytest.raises(configuration.ConfigError, match=f"data.cache_dir={path} is a file"):
+    _prepare(path)
+  assert path.read_text() == "not a folder"
