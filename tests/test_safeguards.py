@@ -301,3 +301,23 @@ def test_a_file_for_a_cache_dir_is_one_line(tmp_path):
   with pytest.raises(configuration.ConfigError, match=f"data.cache_dir={path} is a file"):
     _prepare(path)
   assert path.read_text() == "not a folder"
+
+
+def test_a_workdir_or_cache_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
+  workdir = tmp_path / "read_only"
+  workdir.mkdir()
+  # Root writes anywhere: the folders are made read-only for the code by its own checks.
+  monkeypatch.setattr(checkpoints.os, "access", lambda path, mode: False)
+  with pytest.raises(configuration.ConfigError,
+                     match=f"--workdir={workdir}: the folder cannot be written"):
+    checkpoints.WorkdirLock(str(workdir))
+  monkeypatch.undo()
+
+  def refuse(*args, **kwargs):
+    raise PermissionError(13, "Permission denied")
+  monkeypatch.setattr(datasets.tempfile, "mkdtemp", refuse)
+  cache = tmp_path / "read_only_cache"
+  with pytest.raises(configuration.ConfigError,
+                     match=rf"data.cache_dir={cache}: cannot build the dataset there "
+                           r"\(Permission denied\)"):
+    _prepare(cache)
