@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 import socket
+import sys
 import time
 from typing import Any, Callable, Optional
 
@@ -309,6 +310,25 @@ def _move_aside(workdir: str, step: int) -> str:
   return target
 
 
+def _quiet_closed_event_loops() -> None:
+  """Drops the "Event loop is closed" reports of a failed Orbax restore.
+
+  The restore's asyncio loop ends at the first error while tensorstore still completes the
+  other reads; each then reports, through sys.unraisablehook, that it could not post to the
+  closed loop: a traceback per read, with nothing to act on. Other reports pass on.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "quiet_closed_event_loops", False):
+    return
+
+  def hook(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == "Event loop is closed"):
+      previous(unraisable)
+  hook.quiet_closed_event_loops = True
+  sys.unraisablehook = hook
+
+
 def _may_move(workdir: str) -> bool:
   """Whether a reader (eval, predict, export) may move damaged checkpoints aside: the
   workdir can be written and no training run holds it (its lock is free)."""
@@ -349,6 +369,7 @@ def restore_newest(workdir: str, config: ml_collections.ConfigDict,
     try:
       result = restore(manager, candidate)
     except Exception as e:  # pylint: disable=broad-exception-caught  (Orbax, tensorstore, json)
+      _quiet_closed_event_loops()
       failures.append((candidate, e))
       logging.debug("Restoring step %d of %s failed.", candidate, workdir, exc_info=True)
       continue

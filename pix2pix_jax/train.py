@@ -358,8 +358,9 @@ def initial_state(config: ml_collections.ConfigDict, pix2pix: Pix2Pix, manager,
 
   A damaged newest checkpoint is moved aside and an older one taken (see
   `checkpoints.restore_newest`). A weights-only checkpoint (e.g. imported weights) gives
-  those weights at step 0 with fresh optimizer states; so do `weights` ({'generator'[, 'discriminator']} variables, see
-  `start_weights`) when the workdir has no checkpoint yet.
+  those weights at step 0 with fresh optimizer states; so do `weights`
+  ({'generator'[, 'discriminator']} variables, see `start_weights`) when the workdir has no
+  checkpoint yet.
   """
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   if weights is not None and manager.latest_step() is None:
@@ -370,8 +371,8 @@ def initial_state(config: ml_collections.ConfigDict, pix2pix: Pix2Pix, manager,
   state = fresh_state(config, init_rng, pix2pix)
   workdir = os.path.dirname(os.fspath(manager.directory))
   step, restored = checkpoints.restore_newest(
-      workdir, config, lambda reader, step: checkpoints.restore_step(
-          reader, step, state, step_rng))
+      workdir, config, lambda reader, at_step: checkpoints.restore_step(
+          reader, at_step, state, step_rng))
   if step is None:
     return state, step_rng
   manager.reload()  # damaged steps may have been moved aside.
