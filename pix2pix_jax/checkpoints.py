@@ -382,7 +382,8 @@ def restore_newest(workdir: str, config: ml_collections.ConfigDict,
                                (not writer and _may_move(workdir)))
     for damaged_step, error in failures:
       folder = os.path.join(directory, str(damaged_step))
-      where = "left in place (this process does not write the workdir)"
+      where = ("left in place (process 0 moves it aside)" if writer else
+               "left in place (the workdir cannot be written, or a training run holds it)")
       if move:
         try:
           where = f"moved aside to {_move_aside(workdir, damaged_step)}"
