@@ -310,8 +310,9 @@ def _move_aside(workdir: str, step: int) -> str:
   return target
 
 
-def _quiet_closed_event_loops() -> None:
-  """Drops the "Event loop is closed" reports of a failed Orbax restore.
+def _quiet_closed_event_loops() -> Callable[[Any], None]:
+  """Drops the "Event loop is closed" reports of a failed Orbax restore; returns the hook
+  it replaced (for the caller to put back where no restore failed).
 
   The restore's asyncio loop ends at the first error while tensorstore still completes the
   other reads; each then reports, through sys.unraisablehook, that it could not post to the
@@ -319,7 +320,7 @@ def _quiet_closed_event_loops() -> None:
   """
   previous = sys.unraisablehook
   if getattr(previous, "quiet_closed_event_loops", False):
-    return
+    return previous
 
   def hook(unraisable):
     if not (isinstance(unraisable.exc_value, RuntimeError)
@@ -327,6 +328,7 @@ def _quiet_closed_event_loops() -> None:
       previous(unraisable)
   hook.quiet_closed_event_loops = True
   sys.unraisablehook = hook
+  return previous
 
 
 def _may_move(workdir: str) -> bool:
@@ -364,12 +366,12 @@ def restore_newest(workdir: str, config: ml_collections.ConfigDict,
   if step is not None:
     steps = [step] if step in steps else []
   failures = []
+  unraisablehook = _quiet_closed_event_loops()  # kept after a failure: late reports come.
   for candidate in steps:
     manager = create_manager(workdir, config, read_only=True)
     try:
       result = restore(manager, candidate)
     except Exception as e:  # pylint: disable=broad-exception-caught  (Orbax, tensorstore, json)
-      _quiet_closed_event_loops()
       failures.append((candidate, e))
       logging.debug("Restoring step %d of %s failed.", candidate, workdir, exc_info=True)
       continue
@@ -378,6 +380,8 @@ def restore_newest(workdir: str, config: ml_collections.ConfigDict,
         manager.close()
       except Exception:  # pylint: disable=broad-exception-caught
         pass
+    if not failures:
+      sys.unraisablehook = unraisablehook
     move = bool(failures) and ((writer and jax.process_index() == 0) or
                                (not writer and _may_move(workdir)))
     for damaged_step, error in failures:
