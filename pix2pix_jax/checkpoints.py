@@ -20,8 +20,9 @@ import fcntl
 import json
 import os
 import socket
+import sys
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from absl import logging
 from etils import epath
@@ -83,9 +84,17 @@ class WorkdirLock:
 
   def __init__(self, workdir: str):
     workdir = os.path.abspath(os.path.expanduser(workdir))
-    os.makedirs(workdir, exist_ok=True)
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+      raise configuration.ConfigError(f"--workdir={workdir} is a file, not a folder: give a "
+                                      "folder (a new one starts a new run).")
+    _writable_dir(workdir, "--workdir")
     self.path = os.path.join(workdir, LOCK_FILE)
-    self._file = open(self.path, "a+")  # pylint: disable=consider-using-with
+    try:
+      self._file = open(self.path, "a+")  # pylint: disable=consider-using-with
+    except OSError as e:
+      raise configuration.ConfigError(
+          f"--workdir={workdir}: cannot write {self.path} ({e.strerror or e}); training "
+          "needs a workdir it can write (eval --output=DIR reads one it cannot).") from None
     try:
       fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -107,17 +116,36 @@ class WorkdirLock:
       self._file.close()
 
 
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
-  """Creates `workdir`, checks a previous run's config against `config`, writes config.json.
+def _writable_dir(path: str, what: str) -> None:
+  """Creates the folder `path`; a ConfigError naming it if that cannot be done."""
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise configuration.ConfigError(
+        f"{what}={path}: cannot create the folder ({e.strerror or e}); give a folder that "
+        "can be written.") from None
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise configuration.ConfigError(f"{what}={path}: the folder cannot be written; give one "
+                                    "that can.")
+
+
+def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
+  """Checks a previous run's config in `workdir` against `config`; writes nothing.
 
   Resuming with other networks is an error that lists the differing keys; a changed
-  schedule (e.g. a longer run) is allowed and logged. Every process checks; process 0
-  alone writes, by renaming a complete file into place (so no process reads half a
-  file). Returns the absolute path.
+  schedule (e.g. a longer run) is allowed and logged. Returns the absolute path.
   """
   workdir = os.path.abspath(os.path.expanduser(workdir))
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise configuration.ConfigError(f"--workdir={workdir} is a file, not a folder: give a "
+                                    "folder (a new one starts a new run).")
   if os.path.exists(config_path(workdir)):
-    saved = json.loads(epath.Path(config_path(workdir)).read_text())
+    try:
+      saved = json.loads(epath.Path(config_path(workdir)).read_text())
+    except (OSError, ValueError) as e:
+      raise configuration.ConfigError(
+          f"{config_path(workdir)} cannot be read ({e}): restore it, or use a new "
+          "--workdir.") from None
     differences = architecture_differences(saved, config)
     if differences:
       raise configuration.ConfigError(
@@ -134,11 +162,24 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
       if before is not None and before != now:  # None: a key older runs did not have.
         logging.warning("%s changed from %r to %r since the last run in %s: the learning-rate "
                         "schedule is recomputed from the new values.", key, before, now, workdir)
-  os.makedirs(workdir, exist_ok=True)
+  return workdir
+
+
+def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Writes W/config.json (process 0), by renaming a complete file into place (so no
+  process reads half a file)."""
+  _writable_dir(workdir, "--workdir")
   if jax.process_index() == 0:
     temporary = epath.Path(config_path(workdir) + ".tmp")
     temporary.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
     temporary.replace(config_path(workdir))
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
+  """`check_workdir`, then creates `workdir` and writes config.json; returns the absolute
+  path. Every process checks; process 0 alone writes."""
+  workdir = check_workdir(workdir, config)
+  write_config(workdir, config)
   return workdir
 
 
@@ -221,11 +262,17 @@ def restore_latest(manager: ocp.CheckpointManager, template: Any, rng: jax.Array
 
   A full checkpoint restores `state` and the run's key. A weights-only checkpoint returns
   `template` and the weights (a dict with 'generator' and maybe 'discriminator'
-  variables), for the caller to start from at step 0.
+  variables), for the caller to start from at step 0. No fallback: see `restore_newest`.
   """
   step = manager.latest_step()
   if step is None:
     return template, rng, None
+  return restore_step(manager, step, template, rng)
+
+
+def restore_step(manager: ocp.CheckpointManager, step: int, template: Any, rng: jax.Array,
+                  ) -> tuple[Any, jax.Array, Optional[dict[str, Any]]]:
+  """`restore_latest`'s (state, rng, weights) of the checkpoint at `step`."""
   if not _has_item(manager, step, "state"):
     weights = _restore_weights(manager, step, template)
     logging.info("Starting from the weights in %s (step 0, fresh optimizer states).",
@@ -240,12 +287,141 @@ def restore_latest(manager: ocp.CheckpointManager, template: Any, rng: jax.Array
   return restored["state"], rng, None
 
 
+DAMAGED_DIR = "damaged"  # W/damaged/<step>: checkpoints that did not restore, moved aside.
+
+
+def _first_line(error: BaseException) -> str:
+  """`Type: first line of the message`, at most 200 characters."""
+  lines = str(error).strip().splitlines()
+  text = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+  return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _move_aside(workdir: str, step: int) -> str:
+  """Renames W/checkpoints/<step> to W/damaged/<step> (or <step>.1, ...); returns where."""
+  source = os.path.join(workdir, "checkpoints", str(step))
+  damaged = os.path.join(workdir, DAMAGED_DIR)
+  os.makedirs(damaged, exist_ok=True)
+  target, suffix = os.path.join(damaged, str(step)), 0
+  while os.path.exists(target):
+    suffix += 1
+    target = os.path.join(damaged, f"{step}.{suffix}")
+  os.rename(source, target)
+  return target
+
+
+def _quiet_closed_event_loops() -> Callable[[Any], None]:
+  """Drops the "Event loop is closed" reports of a failed Orbax restore; returns the hook
+  it replaced (for the caller to put back where no restore failed).
+
+  The restore's asyncio loop ends at the first error while tensorstore still completes the
+  other reads; each then reports, through sys.unraisablehook, that it could not post to the
+  closed loop: a traceback per read, with nothing to act on. Other reports pass on.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "quiet_closed_event_loops", False):
+    return previous
+
+  def hook(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == "Event loop is closed"):
+      previous(unraisable)
+  hook.quiet_closed_event_loops = True
+  sys.unraisablehook = hook
+  return previous
+
+
+def _may_move(workdir: str) -> bool:
+  """Whether a reader (eval, predict, export) may move damaged checkpoints aside: the
+  workdir can be written and no training run holds it (its lock is free)."""
+  if not os.access(workdir, os.W_OK):
+    return False
+  try:
+    WorkdirLock(workdir).release()
+  except (configuration.ConfigError, OSError):
+    return False
+  return True
+
+
+def restore_newest(workdir: str, config: ml_collections.ConfigDict,
+                   restore: Callable[[ocp.CheckpointManager, int], Any], *,
+                   writer: bool = True, step: Optional[int] = None) -> tuple[Optional[int], Any]:
+  """(step, restore(manager, step)) of the newest checkpoint of W that restores.
+
+  Tries the newest step, then older ones, each with a fresh read-only manager (a failed
+  Orbax restore can leave its manager unusable). Once one restores, each newer one (it
+  failed where an older one with the same template did not: damaged) gets one warning
+  naming its folder and error, and is moved aside to W/damaged/<step>, never deleted:
+  by a `writer` (training) always, by a reader only where the workdir can be written and
+  no training run holds it. With none that restores, nothing is moved (the cause may be
+  the code or config rather than the files) and a ConfigError names the folder and what
+  to do. (None, None) if W has no checkpoint. `step` tries that step only.
+  """
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    return None, None
+  manager = create_manager(workdir, config, read_only=True)
+  steps = sorted(manager.all_steps(), reverse=True)
+  manager.close()
+  if step is not None:
+    steps = [step] if step in steps else []
+  failures = []
+  unraisablehook = _quiet_closed_event_loops()  # kept after a failure: late reports come.
+  for candidate in steps:
+    manager = create_manager(workdir, config, read_only=True)
+    try:
+      result = restore(manager, candidate)
+    except Exception as e:  # pylint: disable=broad-exception-caught  (Orbax, tensorstore, json)
+      failures.append((candidate, e))
+      logging.debug("Restoring step %d of %s failed.", candidate, workdir, exc_info=True)
+      continue
+    finally:
+      try:
+        manager.close()
+      except Exception:  # pylint: disable=broad-exception-caught
+        pass
+    if not failures:
+      sys.unraisablehook = unraisablehook
+    move = bool(failures) and ((writer and jax.process_index() == 0) or
+                               (not writer and _may_move(workdir)))
+    for damaged_step, error in failures:
+      folder = os.path.join(directory, str(damaged_step))
+      where = ("left in place (process 0 moves it aside)" if writer else
+               "left in place (the workdir cannot be written, or a training run holds it)")
+      if move:
+        try:
+          where = f"moved aside to {_move_aside(workdir, damaged_step)}"
+        except OSError as e:
+          where = f"left in place (moving it failed: {e.strerror or e})"
+      logging.warning("The checkpoint %s does not restore (%s): %s; using step %d.",
+                      folder, _first_line(error), where, candidate)
+    if failures and writer and jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices("pix2pix_jax: damaged checkpoints moved aside")
+    return candidate, result
+  if not failures:
+    return None, None
+  if step is not None:
+    raise configuration.ConfigError(
+        f"The checkpoint {os.path.join(directory, str(step))} does not restore "
+        f"({_first_line(failures[0][1])}): use another checkpoint (--checkpoint=latest takes "
+        "the newest that restores).")
+  listed = "; ".join(f"step {s}: {_first_line(e)}" for s, e in failures)
+  raise configuration.ConfigError(
+      f"No checkpoint in {directory} restores ({listed}). If the files are damaged, move "
+      f"those folders aside (e.g. into {os.path.join(workdir, DAMAGED_DIR)}) to start this "
+      "workdir afresh, or start a new --workdir (--init_from=W2 takes another workdir's "
+      "weights); if the config or code changed, use the ones that wrote them.")
+
+
 def load_variables(workdir: str, step: Optional[int] = None
                    ) -> tuple[ml_collections.ConfigDict, dict[str, Any], Optional[dict[str, Any]]]:
-  """(config, generator variables, discriminator variables or None) of a workdir, read-only.
+  """(config, generator variables, discriminator variables or None) of a workdir.
 
-  `step=None` takes the latest checkpoint. Works on full and weights-only checkpoints and
-  writes nothing into the workdir (what eval, predict and export build on).
+  `step=None` takes the newest checkpoint that restores (see `restore_newest`: damaged
+  newer ones are skipped with a warning). Works on full and weights-only checkpoints and
+  writes nothing into the workdir, except that damaged checkpoints may be moved aside
+  (what eval, predict and export build on).
   """
   from pix2pix_jax import train  # pylint: disable=g-import-not-at-top  (train imports us)
   workdir = os.path.abspath(os.path.expanduser(workdir))
@@ -253,23 +429,27 @@ def load_variables(workdir: str, step: Optional[int] = None
   manager = create_manager(workdir, config, read_only=True)
   try:
     steps = manager.all_steps()
-    if not steps:
-      raise FileNotFoundError(f"{workdir}/checkpoints has no checkpoint: train first, or "
-                              "import weights.")
-    step = max(steps) if step is None else step
-    if step not in steps:
-      raise FileNotFoundError(f"{workdir}/checkpoints has no checkpoint at step {step}; "
-                              f"it has steps {sorted(steps)}.")
-    template = jax.eval_shape(lambda: train.create_train_state(
-        config, jax.random.key(0), train.Pix2Pix.from_config(config, axis_name=None)))
+  finally:
+    manager.close()
+  if not steps:
+    raise FileNotFoundError(f"{workdir}/checkpoints has no checkpoint: train first, or "
+                            "import weights.")
+  if step is not None and step not in steps:
+    raise FileNotFoundError(f"{workdir}/checkpoints has no checkpoint at step {step}; "
+                            f"it has steps {sorted(steps)}.")
+  template = jax.eval_shape(lambda: train.create_train_state(
+      config, jax.random.key(0), train.Pix2Pix.from_config(config, axis_name=None)))
+
+  def restore(manager: ocp.CheckpointManager, step: int):
     if _has_item(manager, step, "state"):
       state = manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(template)))["state"]
-      return config, state.generator.variables, state.discriminator.variables
+      return state.generator.variables, state.discriminator.variables
     weights = _restore_weights(manager, step, template)
-    return config, weights["generator"], weights.get("discriminator")
-  finally:
-    manager.close()
+    return weights["generator"], weights.get("discriminator")
+  _, (generator, discriminator) = restore_newest(workdir, config, restore, writer=False,
+                                                 step=step)
+  return config, generator, discriminator
 
 
 def _shape_differences(name: str, loaded: Any, template: Any) -> list[str]:

@@ -9,6 +9,7 @@ backward pass through `jax.vjp`, so it runs once per step.
 
 import dataclasses
 import functools
+import os
 import signal
 import threading
 import time
@@ -355,9 +356,11 @@ def initial_state(config: ml_collections.ConfigDict, pix2pix: Pix2Pix, manager,
                   weights: Optional[dict[str, Any]] = None) -> tuple[TrainState, jax.Array]:
   """(state, step rng) to start from: the latest checkpoint's, or fresh ones from the seed.
 
-  A weights-only checkpoint (e.g. imported weights) gives those weights at step 0 with fresh
-  optimizer states; so do `weights` ({'generator'[, 'discriminator']} variables, see
-  `start_weights`) when the workdir has no checkpoint yet.
+  A damaged newest checkpoint is moved aside and an older one taken (see
+  `checkpoints.restore_newest`). A weights-only checkpoint (e.g. imported weights) gives
+  those weights at step 0 with fresh optimizer states; so do `weights`
+  ({'generator'[, 'discriminator']} variables, see `start_weights`) when the workdir has no
+  checkpoint yet.
   """
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   if weights is not None and manager.latest_step() is None:
@@ -366,7 +369,14 @@ def initial_state(config: ml_collections.ConfigDict, pix2pix: Pix2Pix, manager,
     state = fresh() if "discriminator" not in weights else jax.eval_shape(fresh)
     return state_from_weights(state, weights, pix2pix), step_rng
   state = fresh_state(config, init_rng, pix2pix)
-  state, step_rng, weights = checkpoints.restore_latest(manager, state, step_rng)
+  workdir = os.path.dirname(os.fspath(manager.directory))
+  step, restored = checkpoints.restore_newest(
+      workdir, config, lambda reader, at_step: checkpoints.restore_step(
+          reader, at_step, state, step_rng))
+  if step is None:
+    return state, step_rng
+  manager.reload()  # damaged steps may have been moved aside.
+  state, step_rng, weights = restored
   if weights is not None:
     state = state_from_weights(state, weights, pix2pix)
   return state, step_rng
@@ -456,7 +466,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 def _train(config: ml_collections.ConfigDict, workdir: str, norm_mode: str, weights, data
            ) -> TrainState:
   """train_and_evaluate's loop, with the workdir's lock held."""
-  workdir = checkpoints.prepare_workdir(workdir, config)
+  workdir = checkpoints.check_workdir(workdir, config)
+  pix2pix = Pix2Pix.from_config(config)
+  manager = checkpoints.create_manager(workdir, config)
+  # The state to resume from first: config.json is rewritten only once it is known.
+  try:
+    state, step_rng = initial_state(config, pix2pix, manager, weights)
+    checkpoints.write_config(workdir, config)
+  except BaseException:
+    manager.close()
+    raise
   primary = distributed.is_primary()  # the one process that writes logs and reports.
   log_file = writers.log_to_file(workdir) if primary else None
   if primary:
@@ -465,9 +484,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str, norm_mode: str, weig
       logging.info("%s", line)
   sources = data.sources
 
-  pix2pix = Pix2Pix.from_config(config)
-  manager = checkpoints.create_manager(workdir, config)
-  state, step_rng = initial_state(config, pix2pix, manager, weights)
   start_step = int(state.step)
   if start_step:
     logging.info("Resuming from the checkpoint at step %d in %s.", start_step, workdir)

@@ -15,6 +15,7 @@ every problem (a DataError), `skip` leaves them out and lists them in the report
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -34,6 +35,8 @@ from pix2pix_jax.datasets import synthetic_rain
 
 _DATASET_INFO = "dataset_info.json"  # written last by TFDS: marks a complete dataset.
 REPORT_FILE = paired.REPORT_FILE
+# Every file of a built dataset with its size and sha256, written when it is built.
+CHECKSUM_FILE = "pix2pix_checksums.json"
 
 
 def dataset_dir(builder_cls: type[tfds.core.DatasetBuilder], config_name: str,
@@ -44,6 +47,114 @@ def dataset_dir(builder_cls: type[tfds.core.DatasetBuilder], config_name: str,
 
 def is_built(folder: str) -> bool:
   return os.path.exists(os.path.join(folder, _DATASET_INFO))
+
+
+def _sha256(path: str) -> str:
+  with open(path, "rb") as f:
+    return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def write_checksums(folder: str) -> None:
+  """Writes folder/pix2pix_checksums.json: each file's size and sha256."""
+  files = {}
+  for directory, _, names in os.walk(folder):
+    for name in names:
+      path = os.path.join(directory, name)
+      relative = os.path.relpath(path, folder)
+      if relative != CHECKSUM_FILE:
+        files[relative] = {"size": os.path.getsize(path), "sha256": _sha256(path)}
+  temporary = os.path.join(folder, CHECKSUM_FILE + ".tmp")
+  with open(temporary, "w") as f:
+    json.dump({"files": files}, f, indent=1, sort_keys=True)
+  os.replace(temporary, os.path.join(folder, CHECKSUM_FILE))
+
+
+def _unverified_problem(folder: str) -> str:
+  """Why a dataset built before checksums were written cannot be used ("" if it can):
+  its dataset_info must load and every shard must read back, record by record."""
+  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  try:
+    builder = tfds.builder_from_directory(folder)
+    for split, info in builder.info.splits.items():
+      for path, length in zip(info.filepaths, info.shard_lengths):
+        reader = array_record_module.ArrayRecordReader(os.fspath(path))
+        try:
+          if reader.num_records() != length or len(reader.read_all()) != length:
+            return f"{os.path.basename(os.fspath(path))} does not hold {length} records"
+        finally:
+          reader.close()
+      del split
+  except Exception as e:  # pylint: disable=broad-exception-caught  (protobuf, json, riegeli)
+    lines = str(e).strip().splitlines()
+    return f"it does not read back ({type(e).__name__}: {lines[0] if lines else ''})"
+  try:
+    write_checksums(folder)
+  except OSError as e:
+    logging.info("Could not write %s into %s (%s); it is checked in full at each use.",
+                 CHECKSUM_FILE, folder, e)
+  return ""
+
+
+def cache_problem(folder: str) -> str:
+  """Why the built dataset in `folder` cannot be used ("" if it is intact).
+
+  Sizes and sha256 checksums against its pix2pix_checksums.json; a dataset built before
+  those were written is read back in full once, then gets the file.
+  """
+  if not is_built(folder):
+    return f"{_DATASET_INFO} is missing"
+  path = os.path.join(folder, CHECKSUM_FILE)
+  if not os.path.exists(path):
+    return _unverified_problem(folder)
+  try:
+    with open(path) as f:
+      recorded = {name: (int(entry["size"]), str(entry["sha256"]))
+                  for name, entry in json.load(f)["files"].items()}
+  except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    return f"{CHECKSUM_FILE} cannot be read ({type(e).__name__})"
+  for name, (size, _) in recorded.items():
+    file_path = os.path.join(folder, name)
+    if not os.path.isfile(file_path):
+      return f"{name} is missing"
+    if os.path.getsize(file_path) != size:
+      return f"{name} is {os.path.getsize(file_path)} bytes, not {size}"
+  for name, (_, digest) in recorded.items():
+    if _sha256(os.path.join(folder, name)) != digest:
+      return f"{name} does not match its checksum"
+  return ""
+
+
+def _intact(folder: str) -> bool:
+  """Whether `folder` holds an intact built dataset. A damaged one (see `cache_problem`)
+  is removed, saying so, for the caller to rebuild; a DataError names it where it cannot
+  be removed."""
+  if not os.path.exists(folder):
+    return False
+  problem = cache_problem(folder)
+  if not problem:
+    return True
+  logging.warning("The cached dataset %s is damaged (%s): removing it and building it again.",
+                  folder, problem)
+  try:
+    shutil.rmtree(folder)
+  except OSError as e:
+    raise DataError(f"The cached dataset {folder} is damaged ({problem}) and cannot be "
+                    f"removed ({e.strerror or e}): delete that folder, or set "
+                    "data.cache_dir to a folder that can be written.") from None
+  return False
+
+
+def _writable_cache(cache_dir: str) -> None:
+  """Creates data.cache_dir; a ConfigError naming it where it cannot be."""
+  if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
+    raise configuration.ConfigError(f"data.cache_dir={cache_dir} is a file, not a folder: "
+                                    "set --config.data.cache_dir to a folder.")
+  try:
+    os.makedirs(cache_dir, exist_ok=True)
+  except OSError as e:
+    raise configuration.ConfigError(
+        f"data.cache_dir={cache_dir}: cannot create the folder ({e.strerror or e}); set "
+        "--config.data.cache_dir to a folder that can be written.") from None
 
 
 def build_once(builder_cls: type[tfds.core.DatasetBuilder],
@@ -59,13 +170,20 @@ def build_once(builder_cls: type[tfds.core.DatasetBuilder],
   next to the dataset before the rename.
   """
   final_dir = dataset_dir(builder_cls, builder_config.name, cache_dir)
-  if is_built(final_dir):
+  _writable_cache(cache_dir)
+  damaged = os.path.exists(final_dir)
+  if _intact(final_dir):
     return final_dir
-  os.makedirs(cache_dir, exist_ok=True)
-  tmp_dir = tempfile.mkdtemp(prefix=f".tmp-{builder_config.name}-", dir=cache_dir)
   try:
-    logging.info("Building dataset %s/%s into %s (first use)...", builder_cls.name,
-                 builder_config.name, final_dir)
+    tmp_dir = tempfile.mkdtemp(prefix=f".tmp-{builder_config.name}-", dir=cache_dir)
+  except OSError as e:
+    raise configuration.ConfigError(
+        f"data.cache_dir={cache_dir}: cannot build the dataset there ({e.strerror or e}); "
+        "set --config.data.cache_dir to a folder that can be written.") from None
+  try:
+    logging.info("Building dataset %s/%s into %s (%s)...", builder_cls.name,
+                 builder_config.name, final_dir,
+                 "again: the cached copy was damaged" if damaged else "first use")
     start = time.perf_counter()
     builder = builder_cls(data_dir=tmp_dir, config=builder_config)
     builder.download_and_prepare(
@@ -76,6 +194,7 @@ def build_once(builder_cls: type[tfds.core.DatasetBuilder],
     for name, text in (extra_files or {}).items():
       with open(os.path.join(os.fspath(builder.data_path), name), "w") as f:
         f.write(text)
+    write_checksums(os.fspath(builder.data_path))
     os.makedirs(os.path.dirname(final_dir), exist_ok=True)
     try:
       os.rename(os.fspath(builder.data_path), final_dir)
@@ -215,7 +334,9 @@ def _paired(data_config: ml_collections.ConfigDict, seed: int) -> PreparedData:
   cache_dir = os.path.expanduser(data_config.cache_dir)
   folder = dataset_dir(paired.PairedImages, paired.config_name(data_config.source, scan,
                                                                 digest), cache_dir)
-  if not is_built(folder) or any(p.fatal for p in scan.problems):
+  if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
+    _writable_cache(cache_dir)  # the one-line error.
+  if not _intact(folder) or any(p.fatal for p in scan.problems):
     builder_config, report = paired.check_and_configure(data_config, scan, digest)
     folder = build_once(paired.PairedImages, builder_config, cache_dir,
                         manual_dir=scan.root,
