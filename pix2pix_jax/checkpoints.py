@@ -84,10 +84,7 @@ class WorkdirLock:
 
   def __init__(self, workdir: str):
     workdir = os.path.abspath(os.path.expanduser(workdir))
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-      raise configuration.ConfigError(f"--workdir={workdir} is a file, not a folder: give a "
-                                      "folder (a new one starts a new run).")
-    _writable_dir(workdir, "--workdir")
+    _make_workdir(workdir)
     self.path = os.path.join(workdir, LOCK_FILE)
     try:
       self._file = open(self.path, "a+")  # pylint: disable=consider-using-with
@@ -116,17 +113,10 @@ class WorkdirLock:
       self._file.close()
 
 
-def _writable_dir(path: str, what: str) -> None:
-  """Creates the folder `path`; a ConfigError naming it if that cannot be done."""
-  try:
-    os.makedirs(path, exist_ok=True)
-  except OSError as e:
-    raise configuration.ConfigError(
-        f"{what}={path}: cannot create the folder ({e.strerror or e}); give a folder that "
-        "can be written.") from None
-  if not os.access(path, os.W_OK | os.X_OK):
-    raise configuration.ConfigError(f"{what}={path}: the folder cannot be written; give one "
-                                    "that can.")
+def _make_workdir(workdir: str) -> None:
+  """Creates W for writing; a one-line ConfigError naming it where that cannot be done."""
+  configuration.make_folder(workdir, "--workdir", "give a folder that can be written (a new "
+                            "one starts a new run)", writable=True)
 
 
 def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
@@ -168,7 +158,7 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   """Writes W/config.json (process 0), by renaming a complete file into place (so no
   process reads half a file)."""
-  _writable_dir(workdir, "--workdir")
+  _make_workdir(workdir)
   if jax.process_index() == 0:
     temporary = epath.Path(config_path(workdir) + ".tmp")
     temporary.write_text(config.to_json_best_effort(indent=2, sort_keys=True))

@@ -1,5 +1,7 @@
 """Checks a config before anything runs: each bad value is a one-line error naming its key."""
 
+import os
+
 import ml_collections
 
 from pix2pix_jax import conv_ops
@@ -30,6 +32,20 @@ class DataError(ConfigError):
   def __init__(self, message: str, report: dict | None = None):
     super().__init__(message)
     self.report = report or {}
+
+
+def make_folder(path: str, name: str, remedy: str, *, writable: bool = False) -> None:
+  """Creates the folder `path` (the value of option `name`); a one-line ConfigError naming it,
+  and ending with `remedy`, if it is a file, cannot be created or (`writable`) written."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ConfigError(f"{name}={path} is a file, not a folder: {remedy}.")
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(f"{name}={path}: cannot create the folder ({e.strerror or e}); "
+                      f"{remedy}.") from None
+  if writable and not os.access(path, os.W_OK | os.X_OK):
+    raise ConfigError(f"{name}={path}: the folder cannot be written; {remedy}.")
 
 
 def _check(ok: bool, message: str):

@@ -146,15 +146,8 @@ def _intact(folder: str) -> bool:
 
 def _writable_cache(cache_dir: str) -> None:
   """Creates data.cache_dir; a ConfigError naming it where it cannot be."""
-  if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
-    raise configuration.ConfigError(f"data.cache_dir={cache_dir} is a file, not a folder: "
-                                    "set --config.data.cache_dir to a folder.")
-  try:
-    os.makedirs(cache_dir, exist_ok=True)
-  except OSError as e:
-    raise configuration.ConfigError(
-        f"data.cache_dir={cache_dir}: cannot create the folder ({e.strerror or e}); set "
-        "--config.data.cache_dir to a folder that can be written.") from None
+  configuration.make_folder(cache_dir, "data.cache_dir", "set --config.data.cache_dir to a "
+                            "folder that can be written")
 
 
 def build_once(builder_cls: type[tfds.core.DatasetBuilder],
