@@ -206,7 +206,10 @@ def run_seed(config, seed: int) -> list[dict]:
   with input_pipeline.train_batches(config, sources["train"], start_step=0) as batches:
     for t in range(config.num_train_steps):
       batch = next(batches)
-      np.testing.assert_allclose(sides["reference"].lr(), float(schedule(t)), rtol=1e-5)
+      # float32 schedule against torch's float64 factor: near the end of the decay the
+      # LR is ~1e-3 of its base, so the tolerance is relative to the base LR.
+      np.testing.assert_allclose(sides["reference"].lr(), float(schedule(t)), rtol=1e-5,
+                                 atol=1e-6 * config.optim.lr)
       for impl, side in sides.items():
         start = time.perf_counter()
         side.step(batch)

@@ -53,9 +53,16 @@ def test_suite_trains_scores_and_reports_each_variant(suite):
     table = f.read()
   assert "--suite=losses" in table and "`tiny`" in table
   rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
-  assert rows[0].startswith("| variant | overrides of the default | Y-PSNR (dB) | Y-SSIM")
-  assert rows[1].startswith(f"| identity (the input) | - | {results[0]['identity']['psnr_y']:.2f}")
-  assert rows[2].startswith(f"| L1 | `loss.gan='none'` | {results[0]['model']['psnr_y']:.2f}")
+  assert rows[0].startswith("| variant | overrides of the default | Y-PSNR (dB) | gain (dB) "
+                            "| Y-PSNR, `paper` | Y-SSIM")
+  identity = results[0]['identity']['psnr_y']
+  assert rows[1].startswith(f"| identity (the input) | - | {identity:.2f} | 0 | - |")
+  l1 = results[0]["model"]["psnr_y"]
+  assert rows[2].startswith(
+      f"| L1 | `loss.gan='none'` | {l1:.2f} | {l1 - identity:+.2f} | "
+      f"{results[0]['by_norm_mode']['paper']['psnr_y']:.2f} |")
+  # The tiny scale rescales its crops (resize_and_crop): scored at the crop size.
+  assert "brought to 32x32 as in training" in table
   assert rows[3].startswith("| L1+cGAN | (none: the default) | ")
 
 
@@ -136,7 +143,14 @@ def test_suites_share_runs_and_check_configs_first(tmp_path):
   with pytest.raises(configuration.ConfigError, match="'image286'.*model.d_layers=5"):
     experiments.plan("patch_sizes", workdir, scale="tiny")
   assert generators.get_config("encoder_decoder_l1,paper").model.skip_connections is False
-  assert patch_sizes.get_config("pixel").data.crop_size == 128  # small by default
+  assert patch_sizes.get_config("pixel").data.crop_size == 64  # cpu by default
+  # The cpu scale crops the stored 96x96 pairs without rescaling: scored whole, as eval does.
+  assert not experiments.scored_at_crop_size(patch_sizes.get_config("pixel"))
+  assert experiments.scored_at_crop_size(patch_sizes.get_config("pixel,small"))
+  # 286x286 does not fit the cpu scale's 64x64 crops; the other three do.
+  with pytest.raises(configuration.ConfigError, match="'image286'.*too deep for data.crop_size=64"):
+    experiments.plan("patch_sizes", workdir)
+  assert len(experiments.plan("patch_sizes", workdir, variants=["pixel", "patch16", "patch70"])) == 3
 
 
 @pytest.mark.parametrize("d_layers,crop", [(3, 64), (5, 128)])
@@ -155,7 +169,7 @@ def test_discriminator_fields_match_gradients(d_layers, crop):
     used = np.nonzero(np.asarray(input_rows_used(jnp.eye(len(fields))[row])))[0]
     start, end = fields[row]
     assert (used[0], used[-1] + 1) == (max(start, 0), min(end, crop))
-  config = patch_sizes.get_config("image286")
+  config = patch_sizes.get_config("image286,small")
   assert report.describe_discriminator(config).startswith(
       "2x2 logits, each on the whole 128x128 image")
 

@@ -3,7 +3,7 @@
 The encoder-decoder is the U-Net with its skip connections severed, as in the paper.
 The discriminator is the 70x70 PatchGAN.
 
-  python main.py --workdir=W --config=configs/experiments/generators.py:encoder_decoder_l1,small
+  python main.py --workdir=W --config=configs/experiments/generators.py:encoder_decoder_l1,cpu
 """
 
 from configs.experiments import scales
@@ -20,5 +20,5 @@ VARIANTS = (
 
 
 def get_config(arg: str = "unet_l1_cgan"):
-  """'VARIANT[,SCALE]', e.g. 'encoder_decoder_l1,small' (scales: small, paper, tiny)."""
+  """'VARIANT[,SCALE]', e.g. 'encoder_decoder_l1,cpu' (scales: cpu, small, paper, tiny)."""
   return scales.get_config_for(VARIANTS, arg)

@@ -3,7 +3,7 @@
 All with the U-Net and the 70x70 PatchGAN. GAN variants use an unconditional discriminator
 (it sees only the output); cGAN ones see (input, output). λ = 100 wherever L1 is used.
 
-  python main.py --workdir=W --config=configs/experiments/losses.py:l1_gan,small
+  python main.py --workdir=W --config=configs/experiments/losses.py:l1_gan,cpu
 """
 
 from configs.experiments import scales
@@ -19,5 +19,5 @@ VARIANTS = (
 
 
 def get_config(arg: str = "l1_cgan"):
-  """'VARIANT[,SCALE]', e.g. 'cgan,small' (scales: small, paper, tiny)."""
+  """'VARIANT[,SCALE]', e.g. 'cgan,cpu' (scales: cpu, small, paper, tiny)."""
   return scales.get_config_for(VARIANTS, arg)

@@ -6,7 +6,7 @@
 judge the whole image; the runner's table says what each depth amounts to at the suite's
 crop size.
 
-  python main.py --workdir=W --config=configs/experiments/patch_sizes.py:pixel,small
+  python main.py --workdir=W --config=configs/experiments/patch_sizes.py:pixel,cpu
 """
 
 from configs.experiments import scales
@@ -22,5 +22,5 @@ DESCRIBE_DISCRIMINATOR = True  # the table gets a column: the D's output at this
 
 
 def get_config(arg: str = "patch70"):
-  """'VARIANT[,SCALE]', e.g. 'pixel,small' (scales: small, paper, tiny)."""
+  """'VARIANT[,SCALE]', e.g. 'pixel,cpu' (scales: cpu, small, paper, tiny)."""
   return scales.get_config_for(VARIANTS, arg)

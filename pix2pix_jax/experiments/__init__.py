@@ -1,8 +1,8 @@
 """The paper's ablation suites: train each variant, evaluate it, write a table and a figure.
 
-    python -m pix2pix_jax.experiments --suite=losses --workdir=W [--scale=small|paper]
+    python -m pix2pix_jax.experiments --suite=losses --workdir=W [--scale=cpu|small|paper]
 
-`run_suite("losses", W, scale="small")` does the same from Python. The suites and their
+`run_suite("losses", W, scale="cpu")` does the same from Python. The suites and their
 variants are configs: `configs/experiments/{losses,generators,patch_sizes}.py`, overrides
 of configs/default.py at a scale of `configs/experiments/scales.py`.
 
@@ -34,6 +34,7 @@ from configs.experiments import scales
 from pix2pix_jax import configuration
 from pix2pix_jax import datasets
 from pix2pix_jax import evaluation
+from pix2pix_jax import inference
 from pix2pix_jax import train
 from pix2pix_jax import translator as translator_lib
 from pix2pix_jax.experiments import report
@@ -142,6 +143,14 @@ def seconds_per_step(workdir: str) -> Optional[float]:
   return 1.0 / rates[len(rates) // 2]
 
 
+def scored_at_crop_size(config: ml_collections.ConfigDict) -> bool:
+  """Whether test pairs are brought to the crop size before scoring: when training
+  rescales the stored images (`resize_and_crop`, `scale_width*`), the test images are
+  rescaled the same way; with `crop` or `none` training sees the stored scale, so the
+  stored test images are scored whole (as `--mode=eval` scores them)."""
+  return config.data.preprocess not in ("crop", "none")
+
+
 def train_and_score(run: PlannedRun, *, progress: str = "") -> dict[str, Any]:
   """Trains (or resumes) one variant, scores it on the test split, writes result.json.
 
@@ -176,15 +185,20 @@ def train_and_score(run: PlannedRun, *, progress: str = "") -> dict[str, Any]:
   train_s = time.perf_counter() - start
   _say(f"{label}: trained in {train_s:.0f} s; evaluating on the test split")
   test_source = datasets.get_data_sources(config.data, seed=config.seed)["test"]
-  translator = translator_lib.Translator(config, jax.device_get(state.generator.variables))
+  variables = jax.device_get(state.generator.variables)
+  translator = translator_lib.Translator(config, variables)
+  other_mode, = (m for m in inference.NORM_MODES if m != translator.norm_mode)
   summary = evaluation.evaluate(
-      translator, evaluation.eval_pairs(config, test_source, at_crop_size=True),
-      os.path.join(run.workdir, "eval"), total=len(test_source))
+      translator, evaluation.eval_pairs(config, test_source,
+                                        at_crop_size=scored_at_crop_size(config)),
+      os.path.join(run.workdir, "eval"), total=len(test_source),
+      other=translator_lib.Translator(config, variables, norm_mode=other_mode))
   result = {
       "variant": run.variant.name, "label": run.variant.label,
       "overrides": dict(run.variant.overrides), "steps": steps,
       "norm_mode": translator.norm_mode, "num_test": len(test_source),
       "model": summary["model"], "identity": summary["identity"],
+      "by_norm_mode": summary["by_norm_mode"],
       "seconds_per_step": seconds_per_step(run.workdir),
       "config_hash": config_hash(config),
   }
@@ -239,6 +253,7 @@ def run_suite(suite: str, workdir: str, *, scale: str = scales.DEFAULT_SCALE,
       title=module.TITLE, suite=suite, scale=scale,
       command=command or default_command(suite, workdir, scale, overrides, variants),
       scale_overrides={**scales.SCALES[scale][1], **(overrides or {})},
+      at_crop_size=scored_at_crop_size(first_config),
       base_variant=scales.SCALES[scale][0], num_train=len(sources["train"]),
       describe_discriminator=getattr(module, "DESCRIBE_DISCRIMINATOR", False))
   table_path = os.path.join(workdir, f"{suite}.md")

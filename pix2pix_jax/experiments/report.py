@@ -32,6 +32,7 @@ class Context:
   base_variant: str
   num_train: int
   describe_discriminator: bool = False
+  at_crop_size: bool = True  # test pairs brought to the crop size (else scored whole).
 
 
 def discriminator_fields(crop_size: int, d_layers: int) -> list[tuple[int, int]]:
@@ -86,10 +87,14 @@ def _scale_text(context: Context, config: ml_collections.ConfigDict) -> str:
   data, model = config.data, config.model
   decay = min(config.decay_steps, config.num_train_steps)
   return (
-      f"`{context.scale}`: {data.crop_size}x{data.crop_size} crops (resized to "
-      f"{data.load_size}x{data.load_size}, then a random crop and flip), U-Net of "
-      f"{model.num_downs} levels, `model.ngf={model.ngf}`, `model.ndf={model.ndf}` (the "
-      f"paper: 64, 64), batch {config.batch_size}, {config.num_train_steps} steps (learning "
+      f"`{context.scale}`: {data.crop_size}x{data.crop_size} crops ("
+      + (f"random crops of the stored {data.load_size}x{data.load_size} pairs, no resize, "
+         "and a flip" if data.preprocess == "crop" else
+         f"resized to {data.load_size}x{data.load_size}, then a random crop and flip")
+      + f"), U-Net of {model.num_downs} levels, `model.ngf={model.ngf}`, "
+      f"`model.ndf={model.ndf}` (the paper: 64, 64), batch {config.batch_size}, "
+      f"lambda_L1 = {config.loss.l1_weight:g} where the L1 term is on (the paper: 100), "
+      f"{config.num_train_steps} steps (learning "
       f"rate {config.optim.lr:g}, constant then linear to 0 over the last {decay}), seed "
       f"{config.seed}. Overrides of `configs/default.py"
       f"{':' + context.base_variant if context.base_variant else ''}`: "
@@ -120,6 +125,7 @@ def markdown_table(context: Context, configs: Sequence[ml_collections.ConfigDict
   num_test = scored[0]["num_test"] if scored else 0
   norm_mode = scored[0]["norm_mode"] if scored else config.inference.norm_mode
   crop = config.data.crop_size
+  other_mode = "running" if norm_mode == "paper" else "paper"
   lines = [
       f"# {context.title}, `{context.scale}` scale", "",
       f"Command: `{context.command}`", "",
@@ -127,11 +133,17 @@ def markdown_table(context: Context, configs: Sequence[ml_collections.ConfigDict
       f"{os.cpu_count()} CPU cores, jax {jax.__version__} on {jax.default_backend()}.", "",
       f"- Scale {_scale_text(context, config)}",
       f"- Dataset: {_dataset_text(context, config, num_test)}",
-      f"- Evaluation: every test pair, brought to {crop}x{crop} as in training "
-      f"(`evaluation.eval_pairs(at_crop_size=True)`), generator in `{norm_mode}` norm mode"
+      "- Evaluation: every test pair, " + (
+          f"brought to {crop}x{crop} as in training (`evaluation.eval_pairs(at_crop_size"
+          "=True)`)" if context.at_crop_size else
+          "whole at its stored size (training crops it without rescaling), as "
+          "`--mode=eval` scores it") + f", generator in `{norm_mode}` norm mode"
       + (" (batch statistics of each image alone, dropout on: the paper's and the "
          "reference's test time)" if norm_mode == "paper" else
-         " (running batch-norm statistics, no dropout)") + ". Y-PSNR and Y-SSIM on the "
+         " (running batch-norm statistics, no dropout)")
+      + f" (`inference.norm_mode=auto` after training at batch {config.batch_size}); "
+      f"gain: its Y-PSNR minus the identity's; `{other_mode}`: the Y-PSNR of the same "
+      "generator in the other norm mode. Y-PSNR and Y-SSIM on the "
       "BT.601 luma, mean over images; hist L / a / b: histogram intersection of the "
       "outputs' and targets' Lab marginals over the test set (1 = the same distribution; "
       "the paper's colour experiment). The identity row scores the rainy input itself.",
@@ -153,21 +165,28 @@ def markdown_table(context: Context, configs: Sequence[ml_collections.ConfigDict
   header = ["variant", "overrides of the default"]
   if context.describe_discriminator:
     header.append("D")
-  header += [name for _, name, _ in _METRICS] + ["s/step", "run"]
+  header += ([_METRICS[0][1], "gain (dB)", f"Y-PSNR, `{other_mode}`"]
+             + [name for _, name, _ in _METRICS[1:]] + ["s/step", "run"])
   lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
   identity = scored[0]["identity"] if scored else {}
   if identity:
     row = ["identity (the input)", "-"] + (["-"] if context.describe_discriminator else [])
-    row += [_number(identity.get(key), fmt) for key, _, fmt in _METRICS] + ["-", "-"]
+    row += [_number(identity.get("psnr_y"), "{:.2f}"), "0", "-"]
+    row += [_number(identity.get(key), fmt) for key, _, fmt in _METRICS[1:]] + ["-", "-"]
     lines.append("| " + " | ".join(row) + " |")
   for variant_config, result, run_dir in zip(configs, results, run_dirs):
     row = [result["label"], _overrides_text(result["overrides"])]
     if context.describe_discriminator:
       row.append(describe_discriminator(variant_config))
     if "model" in result:
-      row += [_number(result["model"].get(key), fmt) for key, _, fmt in _METRICS]
+      psnr = result["model"].get("psnr_y")
+      gain = (psnr - identity["psnr_y"] if psnr is not None and "psnr_y" in identity
+              else None)
+      other = result.get("by_norm_mode", {}).get(other_mode, {}).get("psnr_y")
+      row += [_number(psnr, "{:.2f}"), _number(gain, "{:+.2f}"), _number(other, "{:.2f}")]
+      row += [_number(result["model"].get(key), fmt) for key, _, fmt in _METRICS[1:]]
     else:
-      row += [result.get("error", "failed")] + ["-"] * (len(_METRICS) - 1)
+      row += [result.get("error", "failed")] + ["-"] * (len(_METRICS) + 1)
     row += [_number(result.get("seconds_per_step"), "{:.3f}"), f"`{run_dir}`"]
     lines.append("| " + " | ".join(row) + " |")
   lines += ["", f"Each run's per-image scores and gallery: `<run>/eval/per_image.csv`, "
