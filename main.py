@@ -55,8 +55,27 @@ flags.DEFINE_integer("process_id", None, "train, several processes: this one's i
 flags.DEFINE_string("init_from", "", "--mode=train: start a new run (step 0, fresh Adam) from "
                     "this workdir's latest weights (the reference's --continue_train into a "
                     "new run); ignored when --workdir already holds checkpoints.")
-config_flags.DEFINE_config_file(
-    "config", "configs/default.py", "A config file (`path.py[:variant]`).", lock_config=True)
+
+
+def exit_on_unknown_config_key(error: Exception, argv) -> None:
+  """One line, not a traceback, for a mistyped `--config.KEY` (ml_collections raises
+  KeyError / AttributeError with "Did you mean ..." while the config flag is defined)."""
+  hint = str(error.args[0] if error.args else error)
+  if hint.startswith("'") and hint.endswith("'"):  # an AttributeError wraps the KeyError's repr.
+    hint = hint[1:-1].replace("\\n", "\n").replace("\\'", "'")
+  hint = " ".join(hint.split())
+  key = hint.split()[0].strip("'") if hint else ""
+  culprit = next((arg.split("=")[0] for arg in argv[1:] if arg.startswith("--config.")
+                  and key in arg.split("=")[0].split(".")), "a --config.KEY flag")
+  print(f"FATAL Flags parsing error: {culprit} names no config key: {hint}", file=sys.stderr)
+  sys.exit(1)
+
+
+try:
+  config_flags.DEFINE_config_file(
+      "config", "configs/default.py", "A config file (`path.py[:variant]`).", lock_config=True)
+except (KeyError, AttributeError) as e:  # raised while sys.argv's overrides are applied.
+  exit_on_unknown_config_key(e, sys.argv)
 
 
 def prepare_data(config, workdir):

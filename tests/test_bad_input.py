@@ -252,3 +252,18 @@ def test_preprocess_none_needs_crop_size_images(tmp_path):
   message = problems_of_prepared(config)
   assert "6 image(s) cannot be preprocessed" in message
   assert "train/A/0.png: image is 40x40; data.preprocess='none' needs exactly" in message
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--config.modle.ngf=3", '--config.modle.ngf names no config key: \'modle\' Did you mean '
+                             '"model" instead of "modle"?'),
+    ("--config.model.ngff=3", '--config.model.ngff names no config key: \'ngff\' Did you mean '
+                              '"ngf" instead of "ngff"?'),
+])
+def test_cli_mistyped_config_key_is_one_line(tmp_path, flag, message):
+  result = subprocess.run(
+      [sys.executable, "main.py", f"--workdir={tmp_path / 'w'}", flag],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines() == [f"FATAL Flags parsing error: {message}"]
+  assert not (tmp_path / "w").exists()
