@@ -193,22 +193,37 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any,
 
 
 def save_weights(workdir: str, config: ml_collections.ConfigDict, generator_variables: Any,
-                 discriminator_variables: Any = None) -> str:
-  """Writes a weights-only workdir (config + step-0 weights) that training fine-tunes.
+                 discriminator_variables: Any = None, *, step: int = 0,
+                 keep: Optional[int] = None, primary_only: bool = False) -> str:
+  """Writes a weights-only workdir (config + weights at `step`) that training fine-tunes.
 
   Training from it starts at step 0 with fresh optimizer states; eval and predict use the
-  weights as they are.
+  weights as they are. `keep`: the steps kept (default config.checkpoint_keep).
+  `primary_only`: process 0 alone saves and no other process is waited for (in-training
+  validation's W/best, which only process 0 writes); the others return at once.
   """
+  if primary_only and jax.process_index() != 0:
+    return os.path.abspath(os.path.expanduser(workdir))
   workdir = prepare_workdir(workdir, config)
   items = {"generator_weights": ocp.args.StandardSave(jax.device_get(generator_variables)),
            "config": ocp.args.JsonSave(json.loads(config.to_json_best_effort()))}
   if discriminator_variables is not None:
     items["discriminator_weights"] = ocp.args.StandardSave(
         jax.device_get(discriminator_variables))
-  manager = create_manager(workdir, config)
-  manager.save(0, args=ocp.args.Composite(**items))
-  manager.wait_until_finished()
-  manager.close()
+  keep = config.get("checkpoint_keep", 3) if keep is None else keep
+  if primary_only:
+    # Orbax then leaves creating the folder to us.
+    os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=False, multiprocessing_options=ocp.options.MultiprocessingOptions(
+            primary_host=0, active_processes={0}))
+  else:
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                           cleanup_tmp_directories=True)
+  with ocp.CheckpointManager(epath.Path(workdir) / "checkpoints", options=options,
+                             item_names=ITEMS) as manager:
+    manager.save(step, args=ocp.args.Composite(**items), force=True)
+    manager.wait_until_finished()
   return workdir
 
 

@@ -21,10 +21,8 @@ import sys
 from typing import Any, Iterator, Mapping, Optional
 
 from absl import logging
-from etils import epath
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from PIL import Image
 import tqdm
 
@@ -62,7 +60,7 @@ def eval_pairs(config, source, max_examples: Optional[int] = None, *,
     example = source[index]
     name = example.get("name", b"") if hasattr(example, "get") else b""
     name = name.decode() if isinstance(name, bytes) else str(name)
-    images = input_pipeline._input_target(example, prep)  # pylint: disable=protected-access
+    images = input_pipeline.input_target(example, prep)
     if at_crop_size:
       inputs, target = (input_pipeline.eval_geometry(image, prep) for image in images)
     else:
@@ -405,22 +403,8 @@ class Validator:
   def _save_best(self, step, generator_variables, discriminator_variables, summary):
     if jax.process_index() != 0:
       return
-    checkpoints.prepare_workdir(self.best_dir, self.config)
-    # Only this process saves: Orbax must not wait for the others (multi-process runs),
-    # and then leaves creating the folder to us.
-    os.makedirs(os.path.join(self.best_dir, "checkpoints"), exist_ok=True)
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=1, create=False, multiprocessing_options=ocp.options.MultiprocessingOptions(
-            primary_host=0, active_processes={0}))
-    items = {"generator_weights": ocp.args.StandardSave(jax.device_get(generator_variables)),
-             "config": ocp.args.JsonSave(json.loads(self.config.to_json_best_effort()))}
-    if discriminator_variables is not None:
-      items["discriminator_weights"] = ocp.args.StandardSave(
-          jax.device_get(discriminator_variables))
-    with ocp.CheckpointManager(epath.Path(self.best_dir) / "checkpoints", options=options,
-                               item_names=checkpoints.ITEMS) as manager:
-      manager.save(step, args=ocp.args.Composite(**items), force=True)
-      manager.wait_until_finished()
+    checkpoints.save_weights(self.best_dir, self.config, generator_variables,
+                             discriminator_variables, step=step, keep=1, primary_only=True)
     with open(os.path.join(self.best_dir, "best.json"), "w") as f:
       json.dump({"step": int(step), **summary}, f, indent=2)
     logging.info("New best validation psnr_y %.4f at step %d: saved to %s.",

@@ -213,7 +213,7 @@ class Preprocessing:
                output_channels=int(model.output_channels))
 
 
-def _input_target(example: Mapping[str, Any], prep: Preprocessing):
+def input_target(example: Mapping[str, Any], prep: Preprocessing):
   """Decoded (input, target) PIL images of a source example, per data.direction."""
   input_key, target_key = ("A", "B") if prep.direction == "AtoB" else ("B", "A")
   return (decode(example[input_key], prep.input_channels),
@@ -251,7 +251,7 @@ def eval_geometry(image: Image.Image, prep: Preprocessing) -> np.ndarray:
 def train_example(position: int, *, source, prep: Preprocessing) -> dict[str, np.ndarray]:
   """The preprocessed training example at global example position `position`."""
   example = source[example_index(position, len(source), prep.seed)]
-  images = [train_geometry(image, prep) for image in _input_target(example, prep)]
+  images = [train_geometry(image, prep) for image in input_target(example, prep)]
   rng = np.random.default_rng([prep.seed, _AUGMENT_STREAM, position])
   inputs, target = random_crop_flip(images, rng, crop_size=prep.crop_size, flip=prep.flip)
   return {"input": to_float(inputs), "target": to_float(target),
@@ -261,7 +261,7 @@ def train_example(position: int, *, source, prep: Preprocessing) -> dict[str, np
 def eval_example(index: int, *, source, prep: Preprocessing) -> dict[str, np.ndarray]:
   """The test example `index` at crop_size (see `eval_geometry`; no flip)."""
   inputs, target = (eval_geometry(image, prep)
-                    for image in _input_target(source[index], prep))
+                    for image in input_target(source[index], prep))
   return {"input": to_float(inputs), "target": to_float(target),
           "index": np.int32(index)}
 
