@@ -78,17 +78,16 @@ except (KeyError, AttributeError) as e:  # raised while sys.argv's overrides are
   exit_on_unknown_config_key(e, sys.argv)
 
 
-def prepare_data(config, workdir):
-  """Builds and checks the dataset; prints the report; exits 1 listing bad files."""
+def prepare_data():
+  """--mode=prepare_data: builds and checks the dataset; prints the report (and writes it
+  to W/data_report.json); a DataError lists the bad files."""
+  config, workdir = checked_config("prepare_data"), FLAGS.workdir
   try:
     data = datasets.prepare(config.data, seed=config.seed)
   except configuration.DataError as e:
     if workdir and e.report:
       datasets.write_report(workdir, e.report)
-    logging.error("%s", e)
-    sys.exit(1)
-  except configuration.ConfigError as e:
-    raise app.UsageError(str(e)) from None
+    raise
   if workdir:
     datasets.write_report(workdir, data.report)
   print(json.dumps(data.report, indent=1))
@@ -104,37 +103,32 @@ def main(argv):
     raise app.UsageError(f"--workdir is required for --mode={FLAGS.mode}.")
   if FLAGS.mode != "import_torch" and (FLAGS.torch_generator or FLAGS.torch_discriminator):
     raise app.UsageError("--torch_generator / --torch_discriminator need --mode=import_torch.")
-  start_processes()  # before anything touches a device.
   if FLAGS.init_from and FLAGS.mode != "train":
     raise app.UsageError("--init_from needs --mode=train.")
-  if FLAGS.mode in ("eval", "predict", "export"):
-    return run_on_workdir(FLAGS.mode)
-  config = FLAGS.config
   try:
-    configuration.validate(config)
-    if FLAGS.mode == "train":
-      parallel.check_batch_size(config.batch_size)
-  except configuration.ConfigError as e:
-    raise app.UsageError(str(e)) from None
-  if FLAGS.mode == "import_torch":
-    import_torch(config)
-    return
-  logging.info("Devices: %d x %s (process %d of %d).", jax.device_count(), jax.default_backend(),
-               jax.process_index(),
-               jax.process_count())
-  if FLAGS.mode == "prepare_data":
-    prepare_data(config, FLAGS.workdir)
-  elif FLAGS.mode == "train":
-    try:
-      train.train_and_evaluate(config, FLAGS.workdir, init_from=FLAGS.init_from)
-    except configuration.DataError as e:
-      logging.error("%s", e)
-      sys.exit(1)
-    except configuration.ConfigError as e:
-      raise app.UsageError(str(e)) from None
-    except train.NonFiniteError as e:
-      logging.error("%s", e)
-      sys.exit(1)
+    start_processes()  # before anything touches a device.
+    MODES[FLAGS.mode]()
+  except (configuration.DataError, train.NonFiniteError) as e:  # the run's data or numbers.
+    logging.error("%s", e)
+    sys.exit(1)
+  except (configuration.ConfigError, FileNotFoundError, ImportError, ValueError) as e:
+    raise app.UsageError(str(e)) from None  # what the command line asked for.
+
+
+def checked_config(mode: str):
+  """--config, validated (and its batch checked against the devices for training)."""
+  config = FLAGS.config
+  configuration.validate(config)
+  if mode == "train":
+    parallel.check_batch_size(config.batch_size)
+  logging.info("Devices: %d x %s (process %d of %d).", jax.device_count(),
+               jax.default_backend(), jax.process_index(), jax.process_count())
+  return config
+
+
+def train_mode():
+  """--mode=train: train or resume W (or start from --init_from's weights)."""
+  train.train_and_evaluate(checked_config("train"), FLAGS.workdir, init_from=FLAGS.init_from)
 
 
 def start_processes():
@@ -145,51 +139,62 @@ def start_processes():
       raise app.UsageError("--coordinator_address / --num_processes / --process_id are for "
                            "--mode=train.")
     return
-  try:
-    distributed.initialize(*multi_process_flags)
-  except configuration.ConfigError as e:
-    raise app.UsageError(str(e)) from None
+  distributed.initialize(*multi_process_flags)
 
 
-def import_torch(config):
+def import_torch():
   """--mode=import_torch: reference .pth files -> a weights-only workdir."""
   if not FLAGS.torch_generator:
     raise app.UsageError("--mode=import_torch needs --torch_generator=PATH (a .pth state_dict).")
-  try:
-    workdir = torch_import.import_torch_weights(
-        FLAGS.workdir, config, FLAGS.torch_generator, FLAGS.torch_discriminator)
-  except (configuration.ConfigError, ImportError, FileNotFoundError) as e:
-    raise app.UsageError(str(e)) from None
+  workdir = torch_import.import_torch_weights(
+      FLAGS.workdir, checked_config("import_torch"), FLAGS.torch_generator,
+      FLAGS.torch_discriminator)
   logging.info("Wrote %s: train (fine-tune) from it with --workdir=%s.", workdir, workdir)
 
 
-def run_on_workdir(mode: str) -> None:
-  """eval / predict / export with W's saved config and the command line's overrides."""
-  from pix2pix_jax import evaluation, export, translator  # pylint: disable=g-import-not-at-top
+def _workdir_inputs(mode: str):
+  """eval / predict / export: the flags they need, and the command line's config overrides
+  (applied on top of W's saved config)."""
   needed = {"eval": (), "predict": ("input", "output"), "export": ("output",)}[mode]
   missing = [f"--{name}" for name in needed if not FLAGS[name].value]
   if missing:
     raise app.UsageError(f"--mode={mode} needs {' and '.join(missing)}.")
-  overrides = config_flags.get_override_values(FLAGS["config"])
-  try:
-    if mode == "eval":
-      summary = evaluation.evaluate_workdir(FLAGS.workdir, checkpoint=FLAGS.checkpoint,
-                                            overrides=overrides, out_dir=FLAGS.output)
-      print(evaluation.format_table(summary))
-    elif mode == "predict":
-      model = translator.Translator.from_workdir(
-          FLAGS.workdir, checkpoint=FLAGS.checkpoint, config_overrides=overrides)
-      written, failed = evaluation.predict_path(model, FLAGS.input, FLAGS.output)
-      print(f"Wrote {len(written)} image(s) to {FLAGS.output}; skipped {len(failed)}.")
-      for path, reason in failed:
-        print(f"  skipped {path}: {reason}")
-    else:
-      info = export.export_workdir(FLAGS.workdir, FLAGS.output, checkpoint=FLAGS.checkpoint,
-                                   overrides=overrides)
-      print(f"Exported to {FLAGS.output} ({info['norm_mode']} norm mode; see "
-            f"{FLAGS.output}.json).")
-  except (FileNotFoundError, ValueError) as e:  # ConfigError is a ValueError.
-    raise app.UsageError(str(e)) from None
+  return config_flags.get_override_values(FLAGS["config"])
+
+
+def eval_mode():
+  """--mode=eval: scores W's generator on its test split in both norm modes."""
+  from pix2pix_jax import evaluation  # pylint: disable=g-import-not-at-top
+  summary = evaluation.evaluate_workdir(FLAGS.workdir, checkpoint=FLAGS.checkpoint,
+                                        overrides=_workdir_inputs("eval"),
+                                        out_dir=FLAGS.output)
+  print(evaluation.format_table(summary))
+
+
+def predict_mode():
+  """--mode=predict: translates --input (a file or a folder) into --output."""
+  from pix2pix_jax import evaluation, translator  # pylint: disable=g-import-not-at-top
+  overrides = _workdir_inputs("predict")
+  model = translator.Translator.from_workdir(
+      FLAGS.workdir, checkpoint=FLAGS.checkpoint, config_overrides=overrides)
+  written, failed = evaluation.predict_path(model, FLAGS.input, FLAGS.output)
+  print(f"Wrote {len(written)} image(s) to {FLAGS.output}; skipped {len(failed)}.")
+  for path, reason in failed:
+    print(f"  skipped {path}: {reason}")
+
+
+def export_mode():
+  """--mode=export: W's generator as a serialised jax.export function (--output)."""
+  from pix2pix_jax import export  # pylint: disable=g-import-not-at-top
+  info = export.export_workdir(FLAGS.workdir, FLAGS.output, checkpoint=FLAGS.checkpoint,
+                               overrides=_workdir_inputs("export"))
+  print(f"Exported to {FLAGS.output} ({info['norm_mode']} norm mode; see "
+        f"{FLAGS.output}.json).")
+
+
+# --mode -> what it runs; main() turns their errors into messages.
+MODES = {"train": train_mode, "eval": eval_mode, "predict": predict_mode,
+         "export": export_mode, "prepare_data": prepare_data, "import_torch": import_torch}
 
 
 if __name__ == "__main__":
