@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 WORKDIR ?= runs/default
 CONFIG ?=
 
-.PHONY: train test bench clean-venv
+.PHONY: train test test-fast bench clean-venv
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ train: $(VENV)/.installed  ## train into $(WORKDIR): the CPU variant on a CPU, e
 
 test: $(VENV)/.installed $(VENV)/.installed-torch  ## run the test suite (torch included)
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
+
+test-fast: $(VENV)/.installed  ## the fast tier while working: no whole runs, subprocesses or torch training
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 
 clean-venv:
 	rm -rf $(VENV)

@@ -19,7 +19,25 @@ import jax  # pylint: disable=g-import-not-at-top
 jax.config.update("jax_num_cpu_devices", 2)
 
 
+# Modules whose tests train whole runs, start subprocesses (the CLI, several processes) or
+# train against torch: the `slow` tier. `make test-fast` (-m "not slow") runs the rest:
+# models, conv_ops, losses and steps, metrics, the input pipeline and datasets.
+SLOW_MODULES = frozenset({
+    "test_benchmarks", "test_distributed", "test_end_to_end", "test_experiments",
+    "test_modes", "test_resume", "test_safeguards", "test_torch_import",
+    "test_torch_training", "test_vs_reference", "test_translator", "test_paired_datasets",
+})
+
+
 def pytest_configure(config):
-  # `make test` runs every test; a fast tier deselects these with -m "not slow".
+  # `make test` runs every test; `make test-fast` deselects these with -m "not slow".
   config.addinivalue_line(
-      "markers", "slow: long-running parity tests (e.g. 3 train steps against torch)")
+      "markers", "slow: whole runs, subprocesses and torch training (see SLOW_MODULES)")
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  import pytest  # pylint: disable=g-import-not-at-top
+  for item in items:
+    if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+      item.add_marker(pytest.mark.slow)
