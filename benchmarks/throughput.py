@@ -33,7 +33,7 @@ import numpy as np
 from pix2pix_jax import inference
 from pix2pix_jax import models
 from pix2pix_jax import parallel
-from pix2pix_jax import train
+from pix2pix_jax import step as step_lib
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/default.py", "Model config.",
@@ -83,12 +83,12 @@ def time_train(config, batch_size: int, steps: int) -> dict:
   devices = jax.local_devices()[:1]
   config = config.copy_and_resolve_references()
   config.batch_size = batch_size
-  pix2pix = train.Pix2Pix.from_config(config)
+  pix2pix = step_lib.Pix2Pix.from_config(config)
   rng = jax.random.key(0)
-  state = parallel.replicate(train.create_train_state(config, rng, pix2pix), devices)
+  state = parallel.replicate(step_lib.create_train_state(config, rng, pix2pix), devices)
   batch = jax.device_put(parallel.shard(random_batch(config, batch_size), 1),
                          parallel.device_sharding(devices))
-  step_fn = train.make_parallel_train_step(pix2pix, devices=devices)
+  step_fn = step_lib.make_parallel_train_step(pix2pix, devices=devices)
   start = time.perf_counter()
   compiled = step_fn.lower(state, batch, rng).compile()
   compile_s = time.perf_counter() - start
@@ -111,7 +111,7 @@ def time_train(config, batch_size: int, steps: int) -> dict:
 def time_inference(config, repeats: int, batch_size: int) -> dict:
   """Generator latency at batch 1 (running and paper modes) and throughput at `batch_size`."""
   generator = models.create_generator(config.model)
-  state = train.create_train_state(config, jax.random.key(0), train.Pix2Pix.from_config(
+  state = step_lib.create_train_state(config, jax.random.key(0), step_lib.Pix2Pix.from_config(
       config, axis_name=None))
   variables = state.generator.variables
   generate = inference.make_generate_fn(generator)

@@ -1,6 +1,6 @@
 """Training outcomes against the PyTorch reference: `python -m benchmarks.vs_reference`.
 
-Trains this project (the pmapped `train.train_step` on one device, state and step key as
+Trains this project (the pmapped `step_lib.train_step` on one device, state and step key as
 `train_and_evaluate` draws them from config.seed) and the reference
 (`torch_reference.ReferencePix2Pix`, networks initialised by its `init_weights` after
 `torch.manual_seed(seed)`) side by side on the same batches: each step's batch is drawn
@@ -50,9 +50,10 @@ from pix2pix_jax import inference
 from pix2pix_jax import input_pipeline
 from pix2pix_jax import metrics
 from pix2pix_jax import models
+from pix2pix_jax import optimizers
 from pix2pix_jax import parallel
+from pix2pix_jax import step as step_lib
 from pix2pix_jax import torch_reference as ref
-from pix2pix_jax import train
 from pix2pix_jax import translator as translator_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,11 +104,11 @@ class Ours:
 
   def __init__(self, config):
     self.devices = jax.local_devices()[:1]
-    self.pix2pix = train.Pix2Pix.from_config(config)
+    self.pix2pix = step_lib.Pix2Pix.from_config(config)
     init_rng, self.step_rng = jax.random.split(jax.random.key(config.seed))
     self.state = parallel.replicate(
-        train.create_train_state(config, init_rng, self.pix2pix), self.devices)
-    self.step_fn = train.make_parallel_train_step(self.pix2pix, devices=self.devices)
+        step_lib.create_train_state(config, init_rng, self.pix2pix), self.devices)
+    self.step_fn = step_lib.make_parallel_train_step(self.pix2pix, devices=self.devices)
 
   def step(self, batch) -> None:
     self.state, step_metrics = self.step_fn(self.state, parallel.shard(batch, 1),
@@ -202,7 +203,7 @@ def run_seed(config, seed: int) -> list[dict]:
   pairs = list(evaluation.eval_pairs(config, sources["test"]))
   sides = {"pix2pix_jax": Ours(config), "reference": Reference(config)}
   train_s = dict.fromkeys(IMPLS, 0.0)
-  schedule = train.learning_rate_schedule(config)
+  schedule = optimizers.learning_rate_schedule(config)
   with input_pipeline.train_batches(config, sources["train"], start_step=0) as batches:
     for t in range(config.num_train_steps):
       batch = next(batches)

@@ -32,6 +32,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from pix2pix_jax import configuration
+from pix2pix_jax import step as step_lib
 
 ITEMS = ("state", "rng", "config", "generator_weights", "discriminator_weights")
 # Keys that change the networks' variables: a checkpoint only fits a config that agrees.
@@ -428,7 +429,6 @@ def load_variables(workdir: str, step: Optional[int] = None
   writes nothing into the workdir, except that damaged checkpoints may be moved aside
   (what eval, predict and export build on).
   """
-  from pix2pix_jax import train  # pylint: disable=g-import-not-at-top  (train imports us)
   workdir = os.path.abspath(os.path.expanduser(workdir))
   config = load_config(workdir)
   manager = create_manager(workdir, config, read_only=True)
@@ -442,8 +442,7 @@ def load_variables(workdir: str, step: Optional[int] = None
   if step is not None and step not in steps:
     raise FileNotFoundError(f"{workdir}/checkpoints has no checkpoint at step {step}; "
                             f"it has steps {sorted(steps)}.")
-  template = jax.eval_shape(lambda: train.create_train_state(
-      config, jax.random.key(0), train.Pix2Pix.from_config(config, axis_name=None)))
+  template = step_lib.abstract_train_state(config)
 
   def restore(manager: ocp.CheckpointManager, step: int):
     if _has_item(manager, step, "state"):

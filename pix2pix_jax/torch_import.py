@@ -36,13 +36,13 @@ from typing import Any, Callable, Mapping, Optional
 
 from absl import logging
 from flax import traverse_util
-import jax
 import ml_collections
 import numpy as np
 
 from pix2pix_jax import checkpoints
 from pix2pix_jax import configuration
 from pix2pix_jax import models
+from pix2pix_jax import step as step_lib
 
 StateDict = Mapping[str, Any]
 _LISTED = 8  # keys listed per kind of mismatch in an error message.
@@ -245,9 +245,7 @@ def _convert(state_dict: StateDict, layers: list[Layer], norm: str, template_var
 
 def _templates(config: ml_collections.ConfigDict) -> Any:
   """Shapes of the generator's and discriminator's variables for `config` (nothing computed)."""
-  from pix2pix_jax import train  # pylint: disable=g-import-not-at-top  (heavy; as checkpoints)
-  return jax.eval_shape(lambda: train.create_train_state(
-      config, jax.random.key(0), train.Pix2Pix.from_config(config, axis_name=None)))
+  return step_lib.abstract_train_state(config)
 
 
 def _check_supported(config: ml_collections.ConfigDict) -> None:

@@ -10,7 +10,7 @@ import pytest
 from configs import default
 from pix2pix_jax import conv_ops
 from pix2pix_jax import models
-from pix2pix_jax import train
+from pix2pix_jax import step as step_lib
 
 OPS = {"conv": conv_ops.conv2d, "transpose": conv_ops.conv_transpose2d}
 # (kind, input NHWC, out features, stride): tiny to inner-U-Net-like, odd sides, batch > 1, and
@@ -105,14 +105,14 @@ def test_train_step_is_the_same_with_every_conv_impl():
   for impl in ("xla", "gemm", "tuned"):
     config = default.get_config("tiny")
     config.model.conv_impl = impl
-    pix2pix = train.Pix2Pix.from_config(config, axis_name=None)
-    state = train.create_train_state(config, jax.random.key(0), pix2pix)
+    pix2pix = step_lib.Pix2Pix.from_config(config, axis_name=None)
+    state = step_lib.create_train_state(config, jax.random.key(0), pix2pix)
     rng = np.random.default_rng(0)
     shape = (2, config.data.crop_size, config.data.crop_size, 3)
     batch = {"input": rng.uniform(-1, 1, shape).astype(np.float32),
              "target": rng.uniform(-1, 1, shape).astype(np.float32),
              "index": np.arange(2, dtype=np.int32)}
-    step = jax.jit(functools.partial(train.train_step, pix2pix=pix2pix, axis_name=None))
+    step = jax.jit(functools.partial(step_lib.train_step, pix2pix=pix2pix, axis_name=None))
     state, metrics = step(state, batch, jax.random.key(1))
     results[impl] = (metrics, state.generator.params, state.discriminator.params)
   for impl in ("gemm", "tuned"):
@@ -140,15 +140,15 @@ def test_bfloat16_training_runs_and_the_loss_falls():
   """model.dtype=bfloat16 computes in bf16; params and Adam states stay float32."""
   config = default.get_config("tiny")
   config.model.dtype = "bfloat16"
-  pix2pix = train.Pix2Pix.from_config(config, axis_name=None)
+  pix2pix = step_lib.Pix2Pix.from_config(config, axis_name=None)
   assert pix2pix.generator.dtype == jnp.bfloat16
-  state = train.create_train_state(config, jax.random.key(0), pix2pix)
+  state = step_lib.create_train_state(config, jax.random.key(0), pix2pix)
   rng = np.random.default_rng(0)
   shape = (4, config.data.crop_size, config.data.crop_size, 3)
   target = rng.uniform(-1, 1, shape).astype(np.float32)
   batch = {"input": np.clip(target + rng.normal(0, 0.3, shape), -1, 1).astype(np.float32),
            "target": target, "index": np.arange(4, dtype=np.int32)}
-  step = jax.jit(functools.partial(train.train_step, pix2pix=pix2pix, axis_name=None))
+  step = jax.jit(functools.partial(step_lib.train_step, pix2pix=pix2pix, axis_name=None))
   l1 = []
   for _ in range(15):
     state, metrics = step(state, batch, jax.random.key(1))

@@ -17,6 +17,7 @@ from pix2pix_jax import checkpoints
 from pix2pix_jax import configuration
 from pix2pix_jax import datasets
 from pix2pix_jax import distributed
+from pix2pix_jax import step as step_lib
 from pix2pix_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -182,7 +183,7 @@ def test_two_processes_train_as_one_process(tmp_path, cache_dir):
   manager = checkpoints.create_manager(str(workdir), config, read_only=True)
   try:
     restored, _, _ = checkpoints.restore_latest(
-        manager, train.create_train_state(config, jax.random.key(0)), jax.random.key(0))
+        manager, step_lib.create_train_state(config, jax.random.key(0)), jax.random.key(0))
   finally:
     manager.close()
   assert int(restored.step) == 3

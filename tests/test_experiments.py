@@ -14,6 +14,7 @@ from configs.experiments import generators, losses, patch_sizes, scales
 from pix2pix_jax import configuration
 from pix2pix_jax import experiments
 from pix2pix_jax import models
+from pix2pix_jax import step as step_lib
 from pix2pix_jax import train
 from pix2pix_jax.experiments import report
 
@@ -106,7 +107,7 @@ def test_finished_variants_are_skipped_and_interrupted_ones_refused(suite, monke
 
   # A run stopped by a signal returns early: the suite stops, nothing counts as done.
   monkeypatch.setattr(train, "train_and_evaluate",
-                      lambda config, workdir: train.TrainState(
+                      lambda config, workdir: step_lib.TrainState(
                           step=jnp.int32(1), generator=None, discriminator=None,
                           nonfinite_step=jnp.int32(-1)))
   with pytest.raises(experiments.InterruptedRun, match="stopped at step 1 of 2"):

@@ -7,20 +7,20 @@ import pytest
 from configs import default
 from pix2pix_jax import inference
 from pix2pix_jax import models
-from pix2pix_jax import train
+from pix2pix_jax import step as step_lib
 
 
 @pytest.fixture(scope="module")
 def trained():
   """A tiny generator whose running statistics differ from fresh ones (a few steps)."""
   config = default.get_config("tiny")
-  pix2pix = train.Pix2Pix.from_config(config, axis_name=None)
-  state = train.create_train_state(config, jax.random.key(0), pix2pix)
+  pix2pix = step_lib.Pix2Pix.from_config(config, axis_name=None)
+  state = step_lib.create_train_state(config, jax.random.key(0), pix2pix)
   rng = np.random.default_rng(0)
   batch = {"input": rng.uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32),
            "target": rng.uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32),
            "index": np.arange(4, dtype=np.int32)}
-  step = jax.jit(lambda s, b: train.train_step(s, b, jax.random.key(1), pix2pix=pix2pix,
+  step = jax.jit(lambda s, b: step_lib.train_step(s, b, jax.random.key(1), pix2pix=pix2pix,
                                                axis_name=None))
   for _ in range(3):
     state, _ = step(state, batch)

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 
-import jax
 from jax import export as jax_export
 import numpy as np
 from PIL import Image

@@ -23,6 +23,7 @@ from pix2pix_jax import losses
 from pix2pix_jax import models
 from pix2pix_jax import optimizers
 from pix2pix_jax import parallel
+from pix2pix_jax import step as step_lib
 from pix2pix_jax import train
 
 
@@ -306,8 +307,8 @@ def test_wgangp_losses_and_gradient_penalty_values():
 
 def test_wgangp_penalty_pass_updates_no_batch_statistics():
   config = _tiny(**{"loss.gan": "wgangp"})
-  pix2pix = train.Pix2Pix.from_config(config, axis_name=None)
-  state = jax.eval_shape(lambda: train.create_train_state(config, jax.random.key(0), pix2pix))
+  pix2pix = step_lib.Pix2Pix.from_config(config, axis_name=None)
+  state = jax.eval_shape(lambda: step_lib.create_train_state(config, jax.random.key(0), pix2pix))
   mutable = []
 
   def record(next_fun, args, kwargs, context):
@@ -317,7 +318,7 @@ def test_wgangp_penalty_pass_updates_no_batch_statistics():
   batch = {"input": jnp.zeros((4, 32, 32, 3)), "target": jnp.zeros((4, 32, 32, 3)),
            "index": jnp.arange(4)}
   with nn.intercept_methods(record):
-    jax.eval_shape(lambda s: train.train_step(s, batch, jax.random.key(1), pix2pix=pix2pix,
+    jax.eval_shape(lambda s: step_lib.train_step(s, batch, jax.random.key(1), pix2pix=pix2pix,
                                               axis_name=None), state)
   # D on fake and real (statistics updated), on the interpolates for the penalty (a pure
   # function of them: their train-mode statistics, nothing stored), then on fake for G.
@@ -330,7 +331,7 @@ def test_wgangp_penalty_pass_updates_no_batch_statistics():
 def _state_with_numpy_weights(config, pix2pix):
   """create_train_state's state with the 'normal' init drawn by numpy: N(0, 0.02) kernels,
   N(1, 0.02) batch-norm scales, zero biases (jax.random compiles for seconds per shape)."""
-  template = jax.eval_shape(lambda: train.create_train_state(config, jax.random.key(0), pix2pix))
+  template = jax.eval_shape(lambda: step_lib.create_train_state(config, jax.random.key(0), pix2pix))
   rng = np.random.default_rng(0)
   values = {"kernel": lambda shape: 0.02 * rng.standard_normal(shape),
             "scale": lambda shape: 1 + 0.02 * rng.standard_normal(shape),
@@ -339,7 +340,7 @@ def _state_with_numpy_weights(config, pix2pix):
                                        np.float32)
   weights = {net: jax.tree_util.tree_map_with_path(draw, getattr(template, net).variables)
              for net in ("generator", "discriminator")}
-  return train.state_from_weights(template, weights, pix2pix)
+  return step_lib.state_from_weights(template, weights, pix2pix)
 
 
 @pytest.fixture(scope="module")
@@ -352,9 +353,9 @@ def parity_run():
   config = _tiny(**{"model.generator": "resnet_6blocks", "loss.gan": "wgangp",
                     "optim.lr_policy": "plateau", "optim.plateau_steps": 1,
                     "model.conv_impl": "xla"})
-  pix2pix = train.Pix2Pix.from_config(config)
+  pix2pix = step_lib.Pix2Pix.from_config(config)
   initial = _state_with_numpy_weights(config, pix2pix)
-  step = train.make_parallel_train_step(pix2pix)
+  step = step_lib.make_parallel_train_step(pix2pix)
   replicated = parallel.replicate(initial)
   rng = np.random.default_rng(0)
   history = []
@@ -433,7 +434,7 @@ def test_init_from_starts_a_new_run_from_the_weights(parity_run, source_workdir,
   config = config.copy_and_resolve_references()
   config.seed = 5  # another seed: the weights must still be the source's
   weights = train.start_weights(config, str(tmp_path / "new"), source_workdir)
-  pix2pix = train.Pix2Pix.from_config(config)
+  pix2pix = step_lib.Pix2Pix.from_config(config)
   manager = checkpoints.create_manager(str(tmp_path / "new"), config)
   state, _ = train.initial_state(config, pix2pix, manager, weights)
   manager.close()

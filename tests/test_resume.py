@@ -16,6 +16,7 @@ import pytest
 from configs import default
 from pix2pix_jax import checkpoints
 from pix2pix_jax import configuration
+from pix2pix_jax import step as step_lib
 from pix2pix_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -167,7 +168,7 @@ def test_nonfinite_step_stops_and_keeps_last_good_checkpoint(tmp_path, cache_dir
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3"]
   manager = checkpoints.create_manager(workdir, config, read_only=True)
   state, _, _ = checkpoints.restore_latest(
-      manager, train.create_train_state(config, jax.random.key(0)), jax.random.key(0))
+      manager, step_lib.create_train_state(config, jax.random.key(0)), jax.random.key(0))
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(state))
   assert int(state.nonfinite_step) == -1
 

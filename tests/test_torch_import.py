@@ -181,7 +181,7 @@ def test_wrong_num_downs_lists_the_differing_keys(tmp_path):
   assert message.startswith(f"{path} does not fit the generator of this config "
                             "(model.num_downs=5, model.ngf=8, model.norm='batch'")
   assert f"missing keys (5): {level_4}.model.3.weight, {level_4}.model.4.bias" in message
-  assert f"unexpected keys (" in message and f"{level_4}.model.2.running_mean" in message
+  assert "unexpected keys (" in message and f"{level_4}.model.2.running_mean" in message
   assert "num_batches_tracked" not in message
   assert ("The file looks like a generator with model.num_downs=6, model.ngf=8, "
           "model.norm='batch'") in message

@@ -27,7 +27,7 @@ import pytest
 from configs import default
 from pix2pix_jax import parallel
 from pix2pix_jax import torch_import
-from pix2pix_jax import train
+from pix2pix_jax import step as step_lib
 
 torch = pytest.importorskip("torch")
 from pix2pix_jax import torch_reference as ref  # pylint: disable=g-import-not-at-top
@@ -102,12 +102,12 @@ def test_three_steps_equal_the_reference(gan, batch_size, conv_impl):
       beta1=config.optim.beta1)
   initial = _our_variables(ref.state_dicts(reference), config)
 
-  pix2pix = train.Pix2Pix.from_config(config)
-  template = jax.eval_shape(lambda: train.create_train_state(config, jax.random.key(0), pix2pix))
+  pix2pix = step_lib.Pix2Pix.from_config(config)
+  template = jax.eval_shape(lambda: step_lib.create_train_state(config, jax.random.key(0), pix2pix))
   devices = jax.local_devices()[:batch_size]
   assert len(devices) == batch_size, "tests/conftest.py should fake 2 CPU devices"
-  state = parallel.replicate(train.state_from_weights(template, initial, pix2pix), devices)
-  step = train.make_parallel_train_step(pix2pix, devices=devices)
+  state = parallel.replicate(step_lib.state_from_weights(template, initial, pix2pix), devices)
+  step = step_lib.make_parallel_train_step(pix2pix, devices=devices)
 
   for t, batch in enumerate(_batches(batch_size)):
     theirs = reference.optimize_parameters(_nchw(batch["input"]), _nchw(batch["target"]))

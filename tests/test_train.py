@@ -9,7 +9,9 @@ from configs import default
 from pix2pix_jax import configuration
 from pix2pix_jax import inference
 from pix2pix_jax import models
+from pix2pix_jax import optimizers
 from pix2pix_jax import parallel
+from pix2pix_jax import step as step_lib
 from pix2pix_jax import train
 
 
@@ -30,9 +32,9 @@ def _batch(config, seed=0):
 
 
 def _run_steps(config, devices, num_steps, with_grads=False):
-  pix2pix = train.Pix2Pix.from_config(config)
-  state = train.create_train_state(config, jax.random.key(0), pix2pix)
-  step = train.make_parallel_train_step(pix2pix, with_grads=with_grads, devices=devices)
+  pix2pix = step_lib.Pix2Pix.from_config(config)
+  state = step_lib.create_train_state(config, jax.random.key(0), pix2pix)
+  step = step_lib.make_parallel_train_step(pix2pix, with_grads=with_grads, devices=devices)
   replicated = parallel.replicate(state, devices)
   history = []
   for i in range(num_steps):
@@ -65,7 +67,7 @@ def test_two_devices_match_one_device():
 
 def test_training_reduces_l1_and_moves_both_networks():
   config = _tiny_config()
-  before = train.create_train_state(config, jax.random.key(0))
+  before = step_lib.create_train_state(config, jax.random.key(0))
   state, history = _run_steps(config, jax.local_devices(), 12)
   state = parallel.unreplicate(state)
   assert int(state.step) == 12
@@ -80,7 +82,7 @@ def test_training_reduces_l1_and_moves_both_networks():
 
 def test_gan_none_trains_generator_only():
   config = _tiny_config(**{"loss.gan": "none"})
-  before = train.create_train_state(config, jax.random.key(0))
+  before = step_lib.create_train_state(config, jax.random.key(0))
   state, history = _run_steps(config, jax.local_devices(), 1)
   state = parallel.unreplicate(state)
   jax.tree.map(np.testing.assert_array_equal, state.discriminator.params,
@@ -99,16 +101,16 @@ def test_loss_variants_run(overrides):
 
 def test_unconditional_discriminator_sees_output_only():
   config = _tiny_config(**{"loss.conditional": False})
-  state = train.create_train_state(config, jax.random.key(0))
+  state = step_lib.create_train_state(config, jax.random.key(0))
   assert state.discriminator.params["conv_0"]["kernel"].shape[2] == 3
-  state = train.create_train_state(_tiny_config(), jax.random.key(0))
+  state = step_lib.create_train_state(_tiny_config(), jax.random.key(0))
   assert state.discriminator.params["conv_0"]["kernel"].shape[2] == 6
 
 
 def test_generator_runs_once_per_step():
   config = _tiny_config()
-  pix2pix = train.Pix2Pix.from_config(config, axis_name=None)
-  state = train.create_train_state(config, jax.random.key(0), pix2pix)
+  pix2pix = step_lib.Pix2Pix.from_config(config, axis_name=None)
+  state = step_lib.create_train_state(config, jax.random.key(0), pix2pix)
   calls = {"generator": 0, "discriminator": 0}
 
   def count(next_fun, args, kwargs, context):
@@ -119,7 +121,7 @@ def test_generator_runs_once_per_step():
         calls["discriminator"] += 1
     return next_fun(*args, **kwargs)
   with nn.intercept_methods(count):
-    jax.make_jaxpr(lambda s, b: train.train_step(s, b, jax.random.key(1), pix2pix=pix2pix,
+    jax.make_jaxpr(lambda s, b: step_lib.train_step(s, b, jax.random.key(1), pix2pix=pix2pix,
                                                  axis_name=None))(state, _batch(config))
   # G once; D on fake and on real (separate passes), then on fake again for G's loss.
   assert calls == {"generator": 1, "discriminator": 3}
@@ -127,13 +129,13 @@ def test_generator_runs_once_per_step():
 
 def test_learning_rate_schedule_is_the_reference_linear_rule():
   config = _tiny_config(num_train_steps=200, decay_steps=100)
-  schedule = train.learning_rate_schedule(config)
+  schedule = optimizers.learning_rate_schedule(config)
   lr = config.optim.lr
   np.testing.assert_allclose([schedule(0), schedule(98), schedule(99)], [lr, lr, lr], rtol=1e-6)
   np.testing.assert_allclose(schedule(100), lr * (1 - 1 / 101), rtol=1e-6)
   np.testing.assert_allclose(schedule(199), lr / 101, rtol=1e-6)
   # A decay longer than the run decays over the whole run.
-  schedule = train.learning_rate_schedule(_tiny_config(num_train_steps=20, decay_steps=100))
+  schedule = optimizers.learning_rate_schedule(_tiny_config(num_train_steps=20, decay_steps=100))
   np.testing.assert_allclose([schedule(0), schedule(19)], [lr * 20 / 21, lr / 21], rtol=1e-6)
 
 

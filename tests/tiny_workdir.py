@@ -14,7 +14,7 @@ import numpy as np
 from configs import default
 from pix2pix_jax import checkpoints
 from pix2pix_jax import models
-from pix2pix_jax import train
+from pix2pix_jax import step as step_lib
 
 
 def _gather_running_statistics(config, variables, steps: int = 40):
@@ -43,7 +43,7 @@ def make(workdir: str, cache_dir: str, **overrides) -> str:
   for key, value in overrides.items():
     functools.reduce(lambda node, part: node[part], key.split(".")[:-1], config)[
         key.split(".")[-1]] = value
-  state = train.create_train_state(config, jax.random.key(0))
+  state = step_lib.create_train_state(config, jax.random.key(0))
   generator_variables = _gather_running_statistics(config, state.generator.variables)
   return checkpoints.save_weights(workdir, config, generator_variables,
                                   jax.device_get(state.discriminator.variables))
