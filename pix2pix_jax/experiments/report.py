@@ -189,7 +189,7 @@ def markdown_table(context: Context, configs: Sequence[ml_collections.ConfigDict
       row += [result.get("error", "failed")] + ["-"] * (len(_METRICS) + 1)
     row += [_number(result.get("seconds_per_step"), "{:.3f}"), f"`{run_dir}`"]
     lines.append("| " + " | ".join(row) + " |")
-  lines += ["", f"Each run's per-image scores and gallery: `<run>/eval/per_image.csv`, "
+  lines += ["", "Each run's per-image scores and gallery: `<run>/eval/per_image.csv`, "
             f"`<run>/eval/index.html` (in the workdir the command wrote).", "",
             f"![{context.title}]({context.suite}.png)", ""]
   return "\n".join(lines)
