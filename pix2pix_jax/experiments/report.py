@@ -190,7 +190,7 @@ def markdown_table(context: Context, configs: Sequence[ml_collections.ConfigDict
     row += [_number(result.get("seconds_per_step"), "{:.3f}"), f"`{run_dir}`"]
     lines.append("| " + " | ".join(row) + " |")
   lines += ["", "Each run's per-image scores and gallery: `<run>/eval/per_image.csv`, "
-            f"`<run>/eval/index.html` (in the workdir the command wrote).", "",
+            "`<run>/eval/index.html` (in the workdir the command wrote).", "",
             f"![{context.title}]({context.suite}.png)", ""]
   return "\n".join(lines)
 
