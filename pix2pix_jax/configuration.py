@@ -5,6 +5,7 @@ import os
 import ml_collections
 
 from pix2pix_jax import conv_ops
+from pix2pix_jax import layers
 from pix2pix_jax import losses
 from pix2pix_jax import models
 
@@ -104,7 +105,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for key in ("num_train_steps", "batch_size", "log_every_steps", "checkpoint_every_steps"):
     _check(int(config[key]) >= 1, f"{key}={config[key]!r} must be >= 1.")
   _check(config.decay_steps >= 0, f"decay_steps={config.decay_steps} must be >= 0.")
-  _one_of(config, "model.norm", models.NORMS)
+  _one_of(config, "model.norm", layers.NORMS)
   _one_of(config, "model.dropout_placement", models.DROPOUT_PLACEMENTS)
   _one_of(config, "loss.gan", losses.GAN_LOSSES)
   validate_data_choices(config.data)
@@ -140,7 +141,7 @@ def _validate_parity(config: ml_collections.ConfigDict) -> None:
   if "generator" in model:
     _one_of(model, "generator", models.GENERATORS, prefix="model.")
   if "init_type" in model:
-    _one_of(model, "init_type", models.INIT_TYPES, prefix="model.")
+    _one_of(model, "init_type", layers.INIT_TYPES, prefix="model.")
     _check(model.init_gain > 0, f"model.init_gain={model.init_gain} must be > 0.")
   _check(optim.lr > 0, f"optim.lr={optim.lr} must be > 0.")
   _check(0 <= optim.beta1 < 1, f"optim.beta1={optim.beta1} must be in [0, 1).")

@@ -19,7 +19,7 @@ tensors. Its layout follows the module nesting:
                       norm], two (conv-transpose, norm, ReLU) upsamplings, pad, conv, tanh.
 
 Conv2d weights (out, in, kh, kw) become our (kh, kw, in, out) kernels; ConvTranspose2d weights
-(in, out, kh, kw) become `w.transpose(2, 3, 0, 1)[::-1, ::-1]` (see models.ConvTranspose).
+(in, out, kh, kw) become `w.transpose(2, 3, 0, 1)[::-1, ::-1]` (see layers.ConvTranspose).
 Batch norm's weight / bias / running_mean / running_var become scale / bias / mean / var;
 `num_batches_tracked` is ignored, and so are running statistics of instance norms (older
 reference versions saved them; the reference's own loader drops them too). With

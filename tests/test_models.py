@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from pix2pix_jax import layers
 from pix2pix_jax import models
 
 
@@ -129,7 +130,7 @@ def test_init_distributions():
 
 def test_batch_norm_matches_pytorch_semantics():
   x = jax.random.normal(jax.random.key(0), (1, 2, 2, 5)) * 3 + 1  # 4 values per channel.
-  bn = models.BatchNorm()
+  bn = layers.BatchNorm()
   variables = bn.init(jax.random.key(1), x, train=True)
   y, updates = bn.apply(variables, x, train=True, mutable=["batch_stats"])
   flat = np.asarray(x).reshape(-1, 5)
@@ -150,7 +151,7 @@ def test_batch_norm_matches_pytorch_semantics():
 
 def test_batch_norm_train_mode_without_mutable_keeps_statistics():
   x = jax.random.normal(jax.random.key(0), (2, 4, 4, 3))
-  bn = models.BatchNorm()
+  bn = layers.BatchNorm()
   variables = bn.init(jax.random.key(1), x, train=True)
   y_frozen = bn.apply(variables, x, train=True)  # no mutable collection: nothing to update.
   y, _ = bn.apply(variables, x, train=True, mutable=["batch_stats"])
@@ -159,7 +160,7 @@ def test_batch_norm_train_mode_without_mutable_keeps_statistics():
 
 def test_instance_norm_has_no_state_and_normalises_each_image():
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3)) * 5 + 2
-  norm = models.InstanceNorm()
+  norm = layers.InstanceNorm()
   variables = norm.init(jax.random.key(1), x, train=True)
   assert not jax.tree.leaves(variables)
   y = np.asarray(norm.apply(variables, x, train=True))
@@ -169,7 +170,7 @@ def test_instance_norm_has_no_state_and_normalises_each_image():
 
 def test_dropout_mask_depends_only_on_global_example_index():
   x = jnp.ones((3, 4, 4, 8))
-  drop = models.Dropout(0.5)
+  drop = layers.Dropout(0.5)
   rngs = {"dropout": jax.random.key(3)}
   together = drop.apply({}, x, deterministic=False, example_ids=jnp.array([7, 8, 9]), rngs=rngs)
   alone = drop.apply({}, x[1:2], deterministic=False, example_ids=jnp.array([8]), rngs=rngs)
@@ -192,7 +193,7 @@ def test_generator_dropout_modules_placed_as_configured():
     calls = []
 
     def interceptor(next_fun, args, kwargs_, context):
-      if isinstance(context.module, models.Dropout):
+      if isinstance(context.module, layers.Dropout):
         calls.append(context.module.path)
       return next_fun(*args, **kwargs_)
     with nn.intercept_methods(interceptor):

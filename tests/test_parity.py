@@ -19,6 +19,7 @@ import pytest
 from configs import default
 from pix2pix_jax import checkpoints
 from pix2pix_jax import configuration
+from pix2pix_jax import layers
 from pix2pix_jax import losses
 from pix2pix_jax import models
 from pix2pix_jax import optimizers
@@ -96,7 +97,7 @@ def test_resnet_layout_biases_and_dropout():
     calls = []
 
     def record(next_fun, args, kwargs, context):
-      if isinstance(context.module, models.Dropout):
+      if isinstance(context.module, layers.Dropout):
         calls.append(context.module.path)
       return next_fun(*args, **kwargs)
     with nn.intercept_methods(record):
@@ -136,7 +137,7 @@ def test_invalid_parity_values_name_the_key(overrides, message):
 
 
 def _kernel(init_type, gain, shape, transposed=False, seed=0):
-  return np.asarray(models.kernel_init(init_type, gain, transposed)(jax.random.key(seed), shape))
+  return np.asarray(layers.kernel_init(init_type, gain, transposed)(jax.random.key(seed), shape))
 
 
 def _torch_matrix(kernel, transposed):
@@ -171,11 +172,11 @@ def test_orthogonal_init_is_orthogonal_in_the_reference_layout(shape, transposed
 
 
 def test_batch_norm_scale_follows_init_gain():
-  scale = np.asarray(models.scale_init(0.1)(jax.random.key(0), (20_000,)))
+  scale = np.asarray(layers.scale_init(0.1)(jax.random.key(0), (20_000,)))
   assert abs(scale.mean() - 1) < 0.01 and abs(scale.std() / 0.1 - 1) < 0.03
   # The default keeps the former init bit for bit.
   np.testing.assert_array_equal(
-      models.kernel_init("normal", 0.02)(jax.random.key(3), (4, 4, 3, 8)),
+      layers.kernel_init("normal", 0.02)(jax.random.key(3), (4, 4, 3, 8)),
       nn.initializers.normal(0.02)(jax.random.key(3), (4, 4, 3, 8)))
 
 
@@ -398,9 +399,9 @@ def test_init_type_and_gain_reach_every_layer():
     module = context.module
     if context.method_name != "__call__":
       pass
-    elif isinstance(module, models.Conv):
+    elif isinstance(module, layers.Conv):
       seen.append((type(module).__name__, module.init_type, module.init_gain))
-    elif isinstance(module, models.BatchNorm):
+    elif isinstance(module, layers.BatchNorm):
       seen.append(("BatchNorm", module.init_gain))
     return next_fun(*args, **kwargs)
   with nn.intercept_methods(record):

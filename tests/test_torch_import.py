@@ -143,7 +143,7 @@ def test_resnet_key_layouts_and_parameter_counts(n_blocks, norm, dropout):
   ours = sum(np.size(v) for v in jax.tree.leaves(variables["params"]))
   torch_count = sum(p.numel() for p in reference.parameters())
   # norm='none': our inner convs keep a bias (zero here), the reference's have none (see
-  # models.uses_bias): ngf * (1 + 2 + 4 + n_blocks * 2 * 4 + 2 + 1) more parameters.
+  # layers.uses_bias): ngf * (1 + 2 + 4 + n_blocks * 2 * 4 + 2 + 1) more parameters.
   extra = 64 * (10 + 8 * n_blocks) if norm == "none" else 0
   assert ours == torch_count + extra
   assert torch_import.describe_file(state_dict) == (
