@@ -3,10 +3,11 @@
 `vanilla` is the reference's BCE on logits, with the non-saturating generator loss (the
 generator maximises log D(x, G(x))); `lsgan` is least squares to 1 / 0; `wgangp` is the
 Wasserstein loss (D minimises D(fake) - D(real), G minimises -D(fake)) with the reference's
-gradient penalty (`gradient_penalty`, added by the train step); `none` trains the generator
+gradient penalty (`gradient_penalty`, which `GanObjective.penalty` adds); `none` trains the generator
 on L1 alone (the paper's L1-only ablation) and leaves the discriminator untouched.
 """
 
+import dataclasses
 from typing import Callable
 
 import jax
@@ -55,6 +56,58 @@ def gradient_penalty(critic: Callable[[jax.Array], jax.Array], real: jax.Array,
   grads = jax.grad(lambda x: jnp.sum(critic(x)))(interpolates)
   norms = jnp.sqrt(jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1) + 1e-16), axis=1))
   return weight * jnp.mean(jnp.square(norms - constant))
+
+
+def penalty_alphas(rng: jax.Array, example_ids: jax.Array) -> jax.Array:
+  """One interpolation weight ~ U(0, 1) per example, drawn from its GLOBAL index, so that the
+  penalty does not depend on how the batch is split over devices."""
+  return jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(rng, i)))(example_ids)
+
+
+@dataclasses.dataclass(frozen=True)
+class GanObjective:
+  """What differs between the `loss.gan` values, for the train step.
+
+  Whether there is a discriminator (not for `none`), its loss and the generator's, whether a
+  gradient penalty is added (`wgangp`), and how D's outputs are reported: `d_real` / `d_fake`
+  are mean probabilities (sigmoid of the logits) except for `wgangp`, whose critic values are
+  reported as they are, with `d_penalty`.
+  """
+  kind: str
+
+  def __post_init__(self):
+    if self.kind not in GAN_LOSSES:
+      raise ValueError(f"loss.gan={self.kind!r} is not one of {GAN_LOSSES}.")
+
+  @property
+  def has_discriminator(self) -> bool:
+    return self.kind != "none"
+
+  @property
+  def has_penalty(self) -> bool:
+    return self.kind == "wgangp"
+
+  def discriminator_loss(self, fake_logits: jax.Array, real_logits: jax.Array) -> jax.Array:
+    return discriminator_loss(fake_logits, real_logits, self.kind)
+
+  def generator_loss(self, fake_logits: jax.Array) -> jax.Array:
+    return gan_loss(fake_logits, True, self.kind)
+
+  def penalty(self, critic: Callable[[jax.Array], jax.Array], real: jax.Array,
+              fake: jax.Array, rng: jax.Array, example_ids: jax.Array) -> jax.Array:
+    """`gradient_penalty` with `penalty_alphas(rng, example_ids)` for `wgangp`, else 0."""
+    if not self.has_penalty:
+      return jnp.zeros([])
+    return gradient_penalty(critic, real, fake, penalty_alphas(rng, example_ids))
+
+  def report(self, fake_logits: jax.Array, real_logits: jax.Array,
+             penalty: jax.Array) -> dict[str, jax.Array]:
+    """The discriminator's metrics besides its loss."""
+    squash = (lambda x: x) if self.kind == "wgangp" else jax.nn.sigmoid
+    metrics = {"d_real": jnp.mean(squash(real_logits)), "d_fake": jnp.mean(squash(fake_logits))}
+    if self.has_penalty:
+      metrics["d_penalty"] = penalty
+    return metrics
 
 
 def l1_loss(output: jax.Array, target: jax.Array) -> jax.Array:

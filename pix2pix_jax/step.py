@@ -1,15 +1,15 @@
 """Training state and the pure pix2pix train step (what `train.py`'s loop runs).
 
-One step (as the reference's `optimize_parameters`): the generator runs once; the discriminator
-is updated on (input, fake) with the fake detached and on (input, real) in a separate pass,
-with loss 0.5 x (fake + real); then the generator is updated through the freshly updated
-discriminator with GAN + l1_weight x L1. The generator's forward pass is reused for its
-backward pass through `jax.vjp`, so it runs once per step.
-"""
+One step (as the reference's `optimize_parameters`): the generator runs once (`jax.vjp` keeps
+its backward pass for later); `update_discriminator` trains D on (input, fake) with the fake
+detached and on (input, real) in a separate pass, loss 0.5 x (fake + real) (plus the penalty
+for wgangp); `update_generator` then trains G through the freshly updated D with GAN +
+l1_weight x L1, pulling the loss's gradient back through the kept vjp. What differs between
+the GAN losses is `losses.GanObjective`."""
 
 import dataclasses
 import functools
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import flax
 import jax
@@ -71,6 +71,19 @@ class Pix2Pix:
         gan_loss=config.loss.gan, l1_weight=float(config.loss.l1_weight),
         conditional=bool(config.loss.conditional))
 
+  @property
+  def objective(self) -> losses.GanObjective:
+    """What differs between the `loss.gan` values (losses.GanObjective)."""
+    return losses.GanObjective(self.gan_loss)
+
+  def discriminate(self, params, batch_stats, inputs: jax.Array, images: jax.Array):
+    """(logits, updated batch statistics) of D on (inputs, images), in train mode."""
+    logits, updates = self.discriminator.apply(
+        {"params": params, "batch_stats": batch_stats},
+        losses.discriminator_input(inputs, images, self.conditional), train=True,
+        mutable=["batch_stats"])
+    return logits, updates.get("batch_stats", {})
+
 
 def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array,
                        pix2pix: Optional[Pix2Pix] = None) -> TrainState:
@@ -125,100 +138,110 @@ def all_finite(tree) -> jax.Array:
   return jnp.isfinite(jnp.sum(jnp.stack(sums)))
 
 
+def _pmean(tree, axis_name: Optional[str]):
+  """The mean over the device axis (on one device an all-reduce would only copy)."""
+  if axis_name is None or jax.lax.axis_size(axis_name) == 1:
+    return tree
+  return jax.lax.pmean(tree, axis_name)
+
+
+def update_discriminator(d: NetworkState, batch: dict[str, jax.Array], fakes: jax.Array,
+                         rng: jax.Array, *, pix2pix: Pix2Pix, lr_scale: jax.Array,
+                         axis_name: Optional[str]) -> tuple[NetworkState, dict, Any]:
+  """One optimizer step of D on (input, fake) then (input, real), plus wgangp's penalty.
+
+  `fakes` are the generator's outputs, detached here. D runs in train mode: its batch
+  statistics move on both passes (the penalty's pass on the interpolates sees the statistics
+  of its batch but moves none). Returns (D, metrics, gradients).
+  """
+  inputs, targets = batch["input"], batch["target"]
+  fakes = jax.lax.stop_gradient(fakes)
+  objective = pix2pix.objective
+
+  def loss_fn(params):
+    fake_logits, stats = pix2pix.discriminate(params, d.batch_stats, inputs, fakes)
+    real_logits, stats = pix2pix.discriminate(params, stats, inputs, targets)
+    critic = lambda x: pix2pix.discriminator.apply(
+        {"params": params, "batch_stats": stats}, x, train=True)
+    penalty = objective.penalty(
+        critic, *(losses.discriminator_input(inputs, images, pix2pix.conditional)
+                  for images in (targets, fakes)),
+        jax.random.split(rng)[1], batch["index"])
+    loss = objective.discriminator_loss(fake_logits, real_logits)
+    return loss + penalty, (stats, objective.report(fake_logits, real_logits, penalty))
+  (loss, (batch_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(d.params)
+  grads = _pmean(grads, axis_name)
+  updates, opt_state = pix2pix.discriminator_tx.update(grads, d.opt_state, d.params,
+                                                       lr_scale=lr_scale)
+  d = NetworkState(optax.apply_updates(d.params, updates), batch_stats, opt_state)
+  return d, _pmean({"d_loss": loss, **metrics}, axis_name), grads
+
+
+def update_generator(g: NetworkState, d: NetworkState, batch: dict[str, jax.Array],
+                     fakes: jax.Array, generator_vjp: Callable[[jax.Array], Any], *,
+                     pix2pix: Pix2Pix, axis_name: Optional[str]
+                     ) -> tuple[NetworkState, Any, dict, Any]:
+  """One optimizer step of G on GAN + l1_weight x L1, through the given (updated) D.
+
+  The generator's forward pass is not run again: `fakes` and `generator_vjp` come from
+  `jax.vjp` of the step's one forward pass, and `g.batch_stats` already holds the statistics
+  it moved. D runs in train mode, as in the reference, so its batch statistics move: returns
+  (G, D's batch statistics, metrics, gradients).
+  """
+  objective = pix2pix.objective
+
+  def loss_fn(fake_images):
+    l1 = losses.l1_loss(fake_images, batch["target"])
+    if not objective.has_discriminator:
+      return pix2pix.l1_weight * l1, (d.batch_stats, {"g_l1": l1})
+    logits, stats = pix2pix.discriminate(d.params, d.batch_stats, batch["input"], fake_images)
+    gan = objective.generator_loss(logits)
+    return gan + pix2pix.l1_weight * l1, (stats, {"g_gan": gan, "g_l1": l1})
+  (loss, (d_batch_stats, metrics)), loss_grad_wrt_fakes = jax.value_and_grad(
+      loss_fn, has_aux=True)(fakes)
+  (grads,) = generator_vjp(loss_grad_wrt_fakes)
+  grads = _pmean(grads, axis_name)
+  metrics = _pmean({**metrics, "g_loss": loss}, axis_name)
+  updates, opt_state = pix2pix.generator_tx.update(grads, g.opt_state, g.params,
+                                                   value=metrics["g_loss"])
+  g = NetworkState(optax.apply_updates(g.params, updates), g.batch_stats, opt_state)
+  return g, d_batch_stats, metrics, grads
+
+
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
                pix2pix: Pix2Pix, axis_name: Optional[str] = parallel.AXIS_NAME,
                with_grads: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
   """One D update then one G update. Pure; pmapped over `axis_name` by the loop.
 
   `batch` holds this device's `input`, `target` and `index` (global example positions, which
-  pick the dropout masks). `rng` is the run's key, the same on every device; the step number is
-  folded in here. Metrics are means over the global batch. With `with_grads`, the metrics also
-  hold both networks' gradients (before Adam), for tests.
+  pick the dropout masks and the penalty's alphas). `rng` is the run's key, the same on every
+  device; the step number is folded in here. Metrics are means over the global batch. With
+  `with_grads`, the metrics also hold both networks' gradients (before Adam), for tests.
   """
-  def pmean(tree):  # on one device an all-reduce would only copy every gradient.
-    if axis_name is None or jax.lax.axis_size(axis_name) == 1:
-      return tree
-    return jax.lax.pmean(tree, axis_name)
-
   g, d = state.generator, state.discriminator
-  inputs, targets, example_ids = batch["input"], batch["target"], batch["index"]
-  dropout_rng = jax.random.fold_in(rng, state.step)
+  step_rng = jax.random.fold_in(rng, state.step)
 
-  def generate(g_params):
-    fake, updates = pix2pix.generator.apply(
-        {"params": g_params, "batch_stats": g.batch_stats}, inputs, train=True,
-        example_ids=example_ids, rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
-    return fake, updates.get("batch_stats", {})
+  def generate(params):
+    fakes, updates = pix2pix.generator.apply(
+        {"params": params, "batch_stats": g.batch_stats}, batch["input"], train=True,
+        example_ids=batch["index"], rngs={"dropout": step_rng}, mutable=["batch_stats"])
+    return fakes, updates.get("batch_stats", {})
   fakes, generator_vjp, g_batch_stats = jax.vjp(generate, g.params, has_aux=True)
 
-  def discriminate(d_params, d_batch_stats, images):
-    logits, updates = pix2pix.discriminator.apply(
-        {"params": d_params, "batch_stats": d_batch_stats},
-        losses.discriminator_input(inputs, images, pix2pix.conditional), train=True,
-        mutable=["batch_stats"])
-    return logits, updates.get("batch_stats", {})
-
-  def penalty(d_params, d_batch_stats):
-    """wgangp's gradient penalty. D sees the interpolates in train mode (their batch
-    statistics) but updates no running statistics: a pure function of its input."""
-    alpha_rng = jax.random.split(dropout_rng)[1]
-    alpha = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(alpha_rng, i)))(
-        example_ids)  # one per example, from its global index: device-count independent.
-    critic = lambda x: pix2pix.discriminator.apply(
-        {"params": d_params, "batch_stats": d_batch_stats}, x, train=True)
-    real, fake = (losses.discriminator_input(inputs, images, pix2pix.conditional)
-                  for images in (targets, jax.lax.stop_gradient(fakes)))
-    return losses.gradient_penalty(critic, real, fake, alpha)
-
   metrics, grads = {}, {}
-  d_params, d_batch_stats, d_opt_state = d.params, d.batch_stats, d.opt_state
-  if pix2pix.gan_loss != "none":
-    def d_loss_fn(params):
-      fake_logits, stats = discriminate(params, d_batch_stats, jax.lax.stop_gradient(fakes))
-      real_logits, stats = discriminate(params, stats, targets)
-      loss = losses.discriminator_loss(fake_logits, real_logits, pix2pix.gan_loss)
-      gp = penalty(params, stats) if pix2pix.gan_loss == "wgangp" else jnp.zeros([])
-      return loss + gp, (stats, fake_logits, real_logits, gp)
-    (d_loss, (d_batch_stats, fake_logits, real_logits, gp)), d_grads = jax.value_and_grad(
-        d_loss_fn, has_aux=True)(d_params)
-    d_grads = pmean(d_grads)
-    updates, d_opt_state = pix2pix.discriminator_tx.update(
-        d_grads, d_opt_state, d_params, lr_scale=optimizers.plateau_scale(g.opt_state))
-    d_params = optax.apply_updates(d_params, updates)
-    # wgangp's D outputs are critic values, not logits: reported as they are.
-    squash = (lambda x: x) if pix2pix.gan_loss == "wgangp" else jax.nn.sigmoid
-    metrics.update(d_loss=d_loss, d_real=jnp.mean(squash(real_logits)),
-                   d_fake=jnp.mean(squash(fake_logits)))
-    if pix2pix.gan_loss == "wgangp":
-      metrics["d_penalty"] = gp
-    grads["d_grads"] = d_grads
-
-  def g_loss_fn(fake_images):
-    l1 = losses.l1_loss(fake_images, targets)
-    if pix2pix.gan_loss == "none":
-      return pix2pix.l1_weight * l1, (d_batch_stats, {"g_l1": l1})
-    # Through the updated D, in train mode (its statistics move, as in the reference).
-    logits, stats = discriminate(d_params, d_batch_stats, fake_images)
-    gan = losses.gan_loss(logits, True, pix2pix.gan_loss)
-    return gan + pix2pix.l1_weight * l1, (stats, {"g_gan": gan, "g_l1": l1})
-  (g_loss, (d_batch_stats, g_metrics)), loss_grad_wrt_fakes = jax.value_and_grad(
-      g_loss_fn, has_aux=True)(fakes)
-  (g_grads,) = generator_vjp(loss_grad_wrt_fakes)
-  g_grads = pmean(g_grads)
-  metrics.update(g_metrics, g_loss=g_loss)
-  metrics = pmean(metrics)
-  updates, g_opt_state = pix2pix.generator_tx.update(g_grads, g.opt_state, g.params,
-                                                     value=metrics["g_loss"])
-  g_params = optax.apply_updates(g.params, updates)
-  grads["g_grads"] = g_grads
+  if pix2pix.objective.has_discriminator:
+    d, metrics, grads["d_grads"] = update_discriminator(
+        d, batch, fakes, step_rng, pix2pix=pix2pix, axis_name=axis_name,
+        lr_scale=optimizers.plateau_scale(g.opt_state))
+  g, d_batch_stats, g_metrics, grads["g_grads"] = update_generator(
+      g.replace(batch_stats=g_batch_stats), d, batch, fakes, generator_vjp, pix2pix=pix2pix,
+      axis_name=axis_name)
+  metrics.update(g_metrics)
   finite = all_finite((metrics, grads))
   if with_grads:
     metrics.update(grads)
-
   new_state = TrainState(
-      step=state.step + 1,
-      generator=NetworkState(g_params, g_batch_stats, g_opt_state),
-      discriminator=NetworkState(d_params, d_batch_stats, d_opt_state),
+      step=state.step + 1, generator=g, discriminator=d.replace(batch_stats=d_batch_stats),
       nonfinite_step=jnp.where((state.nonfinite_step < 0) & ~finite, state.step + 1,
                                state.nonfinite_step))
   return new_state, metrics
