@@ -4,112 +4,187 @@ Use: `python main.py --workdir=W --config=configs/default.py[:VARIANT] --config.
 Variants override the default:
   (none)  256x256 crops from 286x286, unet_256 + 70x70 PatchGAN, batch 1, paper schedule.
   tiny    32x32, ngf/ndf 8, 5-level U-Net: a step in well under a second on CPU (the tests use it).
+  cpu     64x64 crops, a 6-level U-Net of half width, batch 4, 12k steps (`make train` on a CPU).
+
+Every key is set once below with its default and its help text (`Keys.add`); the help goes
+into `HELP`, keyed by the dotted name, and `python -m configs.config_docs` writes the table of
+docs/configuration.md from both.
 """
 
 import ml_collections
+
+# Dotted key (e.g. "data.load_size") -> what it means; filled by get_config() (called once at
+# import, at the end of this file). Markdown: it becomes the docs table's "meaning" column.
+HELP: dict[str, str] = {}
+
+
+class Keys:
+  """Adds keys to one ConfigDict, recording each one's help text in HELP."""
+
+  def __init__(self, config: ml_collections.ConfigDict, prefix: str = ""):
+    self.config, self.prefix = config, prefix
+
+  def add(self, key: str, default, help_text: str) -> None:
+    self.config[key] = default
+    HELP[self.prefix + key] = help_text
+
+  def section(self, name: str) -> "Keys":
+    """A nested ConfigDict `name`, and the Keys that fill it."""
+    self.config[name] = ml_collections.ConfigDict()
+    return Keys(self.config[name], f"{self.prefix}{name}.")
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
   """Returns the default config, with `variant`'s overrides applied."""
   config = ml_collections.ConfigDict()
+  top = Keys(config)
 
   # Schedule (in steps; the reference's n_epochs / n_epochs_decay expressed as steps).
-  config.num_train_steps = 200_000
-  config.decay_steps = 100_000  # constant LR, then linear to 0 over the last decay_steps.
-  config.batch_size = 1  # global batch, over all devices and processes.
-  config.seed = 0
-  config.log_every_steps = 100
-  config.checkpoint_every_steps = 5_000
-  config.checkpoint_keep = 3
-  config.num_image_summaries = 4  # test images in the TensorBoard grid.
-  # Validation on the first eval_examples test pairs every eval_every_steps (0 = off): val_*
-  # metrics in the logs, the best generator by Y-PSNR kept in W/best (--checkpoint=best).
-  config.eval_every_steps = 5_000
-  config.eval_examples = 16
+  top.add("num_train_steps", 200_000,
+          "total steps (the reference's `n_epochs + n_epochs_decay`, in steps)")
+  top.add("decay_steps", 100_000,
+          "the last `decay_steps` decay the LR linearly to 0 (the reference's "
+          "`n_epochs_decay`, in steps)")
+  top.add("batch_size", 1,
+          "global batch over all devices and processes; must divide by the device count")
+  top.add("seed", 0, "fixes init, data order, augmentation and dropout")
+  top.add("log_every_steps", 100, "console / JSONL / TensorBoard interval")
+  top.add("checkpoint_every_steps", 5_000,
+          "checkpoint interval (one is always written at the end)")
+  top.add("checkpoint_keep", 3, "how many of the latest checkpoints are kept")
+  top.add("num_image_summaries", 4,
+          "test images in the TensorBoard grid (input, output, target)")
+  top.add("eval_every_steps", 5_000,
+          "in-training validation interval (0 = off): `val_*` metrics in the logs; the best "
+          "generator by Y-PSNR goes to `W/best` (`--checkpoint=best`)")
+  top.add("eval_examples", 16, "test pairs scored by in-training validation (the first ones)")
 
-  config.data = data = ml_collections.ConfigDict()
-  # synthetic_rain | paired_folder | raindrop | rain100 (README "Your own data").
-  data.source = "synthetic_rain"
-  # synthetic_rain: a folder of clean photos ("" = scikit-image's photos); the other
-  # sources: the dataset's folder.
-  data.path = ""
-  data.cache_dir = "~/.cache/pix2pix_jax"  # built datasets live here, never in the workdir.
-  data.load_size = 286  # resize to this, then random-crop crop_size (the paper's jitter).
-  data.crop_size = 256
-  data.flip = True
-  data.direction = "AtoB"  # A (rainy) is the input, B (clean) the target.
-  # resize_and_crop (load_size, then a random crop_size crop) | crop (random crop_size
-  # crop, no resize) | scale_width, scale_width_and_crop (width to load_size keeping the
-  # aspect, then a random crop_size crop) | none (as stored: images must be crop_size square).
-  data.preprocess = "resize_and_crop"
-  data.max_dataset_size = 0  # > 0: train on the first N training pairs only.
-  # paired_folder: auto | aligned (A|B side by side) | folders (input_dir/, target_dir/).
-  data.layout = "auto"
-  data.input_dir = "A"  # layout folders: the input and target folders' names ...
-  data.target_dir = "B"
-  data.input_pattern = "{}"  # ... and file stems: "rain-{}" pairs with "norain-{}".
-  data.target_pattern = "{}"
-  data.test_split = "test_a"  # raindrop: test_a | test_b.
-  data.test_fraction = 0.1  # held out for test where a dataset has no test split.
-  data.on_bad_file = "error"  # error (stop, listing every bad file) | skip (log, report).
-  data.allow_size_mismatch = False  # True: resize a pair's target to its input's size.
-  data.num_workers = 0  # grain worker processes (0 = read in the main process).
-  data.prefetch = 2  # batches read ahead of the step.
-  data.synthetic = synthetic = ml_collections.ConfigDict()
-  synthetic.image_size = 286  # side of the stored square training crops.
-  synthetic.test_size = 96  # side of the stored square test crops (scored at this size).
-  synthetic.num_train = 2000
-  synthetic.num_test = 100
-  synthetic.rain = "mixed"  # light | heavy | mixed (streaks and raindrops, light and heavy).
-  synthetic.veil = False  # True: streaks add a haze veil (a global de-hazing task).
-  synthetic.tint = False  # True: streaks take a cool sky's colour instead of white.
-  # auto (regions below 10 photos, else photos) | regions (the right quarter of every
-  # photo is test pixels) | photos (~10% of the photos held out whole).
-  synthetic.split = "auto"
+  data = top.section("data")
+  data.add("source", "synthetic_rain",
+           "the dataset: `synthetic_rain`, `paired_folder`, `raindrop`, `rain100` (see *Your "
+           "own data*)")
+  data.add("path", "",
+           "`synthetic_rain`: a folder of your own clean photos to render rain on (`\"\"` = "
+           "scikit-image's photos); the other sources: the dataset's folder")
+  data.add("cache_dir", "~/.cache/pix2pix_jax", "where built datasets live (never in the workdir)")
+  data.add("load_size", 286,
+           "images are resized to this (`scale_width*`: their width to this) ...")
+  data.add("crop_size", 256,
+           "... then randomly cropped to this (and flipped), as the paper's jitter")
+  data.add("flip", True,
+           "random horizontal flips in training, the same for input and target (the "
+           "reference's `--no_flip`, inverted)")
+  data.add("direction", "AtoB", "`AtoB`: A (rainy) is the input; `BtoA` swaps")
+  data.add("preprocess", "resize_and_crop",
+           "`resize_and_crop` (to `load_size`, then a random `crop_size` crop), `crop` (a "
+           "random `crop_size` crop, no resize), `scale_width` or `scale_width_and_crop` "
+           "(width to `load_size` keeping the aspect, then a random `crop_size` crop) or "
+           "`none` (as stored: images must be `crop_size` square); see *Your own data*")
+  data.add("max_dataset_size", 0, "> 0: train on the first N training pairs only (0 = all)")
+  data.add("layout", "auto",
+           "`paired_folder`: `auto` (`folders` when `data.input_dir` and `data.target_dir` "
+           "exist, else `aligned`), `aligned` (A and B side by side) or `folders` (two "
+           "folders matched by file name)")
+  data.add("input_dir", "A", "`folders` layout: the input folder's name")
+  data.add("target_dir", "B", "`folders` layout: the target folder's name")
+  data.add("input_pattern", "{}",
+           "`folders` layout: how an input file's stem holds the pair's key: `rain-{}` pairs "
+           "with a `target_pattern` of `norain-{}`")
+  data.add("target_pattern", "{}", "`folders` layout: the same for the target files")
+  data.add("test_split", "test_a", "`raindrop`: which of `test_a` / `test_b` is the test split")
+  data.add("test_fraction", 0.1,
+           "held out for test (at least one pair, chosen by a hash of the names) where a "
+           "dataset has no test split")
+  data.add("on_bad_file", "error",
+           "`error`: stop before training, listing every bad file; `skip`: leave them out and "
+           "list them")
+  data.add("allow_size_mismatch", False,
+           "True: resize a pair's target to its input's size (with a warning) instead of "
+           "rejecting the pair")
+  data.add("num_workers", 0, "grain worker processes (0 = read in the main process)")
+  data.add("prefetch", 2, "batches read ahead of the step")
+  synthetic = data.section("synthetic")
+  synthetic.add("image_size", 286,
+                "`synthetic_rain`: side of the stored square training crops")
+  synthetic.add("test_size", 96,
+                "`synthetic_rain`: side of the stored square test crops (scored at this size)")
+  synthetic.add("num_train", 2000, "`synthetic_rain`: training pairs rendered")
+  synthetic.add("num_test", 100, "`synthetic_rain`: test pairs rendered")
+  synthetic.add("rain", "mixed",
+                "`light`, `heavy` or `mixed` (streaks and raindrops, light and heavy)")
+  synthetic.add("veil", False, "True: streaks add a haze veil (a global de-hazing task)")
+  synthetic.add("tint", False, "True: streaks take a cool sky's colour instead of white")
+  synthetic.add("split", "auto",
+                "`auto` (`regions` below 10 photos, else `photos`), `regions` (the right "
+                "quarter of every photo is test pixels) or `photos` (~10% of the photos held "
+                "out whole)")
 
-  config.model = model = ml_collections.ConfigDict()
-  model.generator = "unet"  # unet (depth: num_downs) | resnet_6blocks | resnet_9blocks
-  model.num_downs = 8  # 8 = unet_256, 7 = unet_128.
-  model.ngf = 64
-  model.ndf = 64
-  model.norm = "batch"  # batch | instance | none
-  model.d_layers = 3  # 0 = PixelGAN (1x1), 1 = 16x16, 3 = 70x70, 5 = 286x286.
-  model.skip_connections = True  # False = the paper's encoder-decoder ablation.
-  model.dropout = True  # the reference's --no_dropout, inverted.
-  model.dropout_placement = "pytorch"  # pytorch (decoder blocks 2-4) | lua (blocks 1-3).
-  model.input_channels = 3
-  model.output_channels = 3
-  # How conv weight gradients are computed; parameters and results are the same (conv_ops).
-  model.conv_impl = "auto"  # auto (tuned on CPU, xla elsewhere) | tuned | gemm | xla
-  model.dtype = "float32"  # float32 | bfloat16 (compute; params and optimizer stay float32)
-  model.init_type = "normal"  # normal | xavier | kaiming | orthogonal (the reference's init)
-  model.init_gain = 0.02  # std of normal, gain of xavier / orthogonal, std of BN scales
+  model = top.section("model")
+  model.add("generator", "unet",
+            "`unet` (depth `model.num_downs`), `resnet_6blocks` or `resnet_9blocks` (the "
+            "reference's ResNets; the crop must divide by 4)")
+  model.add("num_downs", 8,
+            "U-Net depth: 8 = unet_256, 7 = unet_128 (the crop must divide by "
+            "`2**num_downs`)")
+  model.add("ngf", 64, "generator width (the reference's `--ngf`)")
+  model.add("ndf", 64, "discriminator width (the reference's `--ndf`)")
+  model.add("norm", "batch", "`batch`, `instance` or `none`")
+  model.add("d_layers", 3,
+            "PatchGAN depth: 0 = 1x1 (PixelGAN), 1 = 16x16, 3 = 70x70, 5 = 286x286")
+  model.add("skip_connections", True, "False = the paper's encoder-decoder ablation")
+  model.add("dropout", True,
+            "50% dropout in the decoder (the reference's `--no_dropout`, inverted)")
+  model.add("dropout_placement", "pytorch",
+            "`pytorch` (decoder blocks 2-4 of unet_256, the reference's) or `lua` (blocks "
+            "1-3, the original Lua code's); see *Choices where the references differ*")
+  model.add("input_channels", 3, "input image channels, 1 or 3 (the reference's `--input_nc`)")
+  model.add("output_channels", 3,
+            "output image channels, 1 or 3 (the reference's `--output_nc`)")
+  model.add("conv_impl", "auto",
+            "how each conv pass is computed: `auto` = `tuned` on CPU, `xla` (plain) elsewhere; "
+            "`gemm`; same parameters and results (see *Performance*)")
+  model.add("dtype", "float32",
+            "compute dtype; `bfloat16` for GPU/TPU (params and Adam states stay float32)")
+  model.add("init_type", "normal",
+            "conv init: `normal` N(0, gain), `xavier`, `kaiming` or `orthogonal`, as the "
+            "reference's `init_weights`")
+  model.add("init_gain", 0.02,
+            "std of `normal`, gain of `xavier` / `orthogonal`; batch-norm scales are N(1, gain)")
 
-  config.loss = loss = ml_collections.ConfigDict()
-  loss.gan = "vanilla"  # vanilla | lsgan | wgangp (with the gradient penalty) | none
-  loss.l1_weight = 100.0
-  loss.conditional = True  # True: D sees (input, output); False: output only.
+  loss = top.section("loss")
+  loss.add("gan", "vanilla",
+           "`vanilla` (BCE on logits, non-saturating G), `lsgan`, `wgangp` (Wasserstein + "
+           "gradient penalty), `none` (L1 only)")
+  loss.add("l1_weight", 100.0, "λ, the weight of the L1 term")
+  loss.add("conditional", True, "True: D sees (input, output) (cGAN); False: output only")
 
-  config.optim = optim = ml_collections.ConfigDict()
-  optim.lr = 2e-4
-  optim.beta1 = 0.5
-  optim.beta2 = 0.999
-  # linear (constant, then to 0 over decay_steps) | step (x0.1 every lr_decay_steps) |
-  # plateau (x0.2 when the mean G loss over plateau_steps stalls) | cosine (to 0 at the end).
-  optim.lr_policy = "linear"
-  optim.lr_decay_steps = 50_000  # step: the reference's lr_decay_iters, in steps.
-  optim.plateau_steps = 1_000  # plateau: steps per period (the reference's epoch).
+  optim = top.section("optim")
+  optim.add("lr", 2e-4, "Adam's learning rate")
+  optim.add("beta1", 0.5, "Adam's β1")
+  optim.add("beta2", 0.999, "Adam's β2")
+  optim.add("lr_policy", "linear",
+            "`linear` (constant, then to 0 over `decay_steps`), `step` (x0.1 every "
+            "`optim.lr_decay_steps`), `plateau` (x0.2 when the mean G loss over "
+            "`optim.plateau_steps` stalls) or `cosine` (to 0 at the end); see *Coming from the "
+            "PyTorch reference*")
+  optim.add("lr_decay_steps", 50_000,
+            "`step`: the LR is multiplied by 0.1 every this many steps (the reference's "
+            "`lr_decay_iters`)")
+  optim.add("plateau_steps", 1_000,
+            "`plateau`: the period over which the generator loss is averaged (the reference's "
+            "epoch)")
 
-  config.inference = inference = ml_collections.ConfigDict()
-  # paper (batch statistics + dropout: the paper's and the reference's test time) | running
-  # (running averages, no dropout) | auto (paper after training at batch 1, else running).
-  inference.norm_mode = "auto"
+  inference = top.section("inference")
+  inference.add("norm_mode", "auto",
+                "`paper` (batch statistics + dropout: the paper's and the reference's test "
+                "time), `running` (running averages, no dropout), or `auto` (`paper` after "
+                "batch-1 training, else `running`); see *Test-time normalisation*")
 
-  # Any-size inference (predict, eval, the Translator): images larger than tile_size on a side
-  # are translated in overlapping tiles (running mode only), blended over `overlap` pixels.
-  config.predict = predict = ml_collections.ConfigDict()
-  predict.tile_size = 1024  # a multiple of 2**model.num_downs.
-  predict.overlap = 64
+  predict = top.section("predict")
+  predict.add("tile_size", 1024,
+              "eval / predict / Translator: larger images are translated in overlapping "
+              "tiles (running mode only); a multiple of `2**model.num_downs`")
+  predict.add("overlap", 64, "pixels over which neighbouring tiles cross-fade")
 
   if variant:
     _apply_variant(config, variant)
@@ -170,3 +245,6 @@ def _apply_variant(config, variant):
   else:
     raise ValueError(
         f"Unknown config variant {variant!r} for configs/default.py; known: 'tiny', 'cpu'.")
+
+
+get_config()  # fills HELP.

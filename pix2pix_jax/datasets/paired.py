@@ -207,7 +207,7 @@ class PairedImages(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "aligned and folders layouts; raindrop and rain100 rules."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      "Point data.path at the dataset's folder (see README 'Your own data').")
+      "Point data.path at the dataset's folder (see docs/data.md).")
 
   def _info(self) -> tfds.core.DatasetInfo:
     encoded = tfds.features.Tensor(shape=(), dtype=np.object_)  # PNG/JPEG/... bytes.
