@@ -199,3 +199,15 @@ def test_run_report_writes_the_table_curve_and_figure(suite, tmp_path):
   for mode, means in summary["by_norm_mode"].items():
     assert f"`{mode}` norm mode" in page and f"{means['psnr_y'] - identity:+.2f}" in page
   assert os.path.getsize(out + ".png") > 0 and "/tmp" not in page.replace(str(tmp_path), "")
+
+
+def test_committed_tables_name_no_absolute_workdir(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert experiments.displayed_workdir("runs/x") == "runs/x"
+  assert experiments.displayed_workdir(str(tmp_path / "runs" / "x")) == "runs/x"
+  assert experiments.displayed_workdir("/elsewhere/results") == "W"
+  assert experiments.displayed_command(["--suite=losses", "--workdir=/elsewhere/r"]) == (
+      "python -m pix2pix_jax.experiments --suite=losses --workdir=W")
+  assert experiments.displayed_command(["--workdir", "/elsewhere/r", "--scale=cpu"]) == (
+      "python -m pix2pix_jax.experiments --workdir W --scale=cpu")
+  assert "--workdir=W " in experiments.default_command("losses", "/elsewhere/r", "cpu")

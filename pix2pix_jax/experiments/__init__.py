@@ -218,12 +218,32 @@ def _write_result(path: str, result: dict[str, Any]) -> dict[str, Any]:
   return result
 
 
+def displayed_workdir(workdir: str) -> str:
+  """How a committed table names `workdir`: as given if relative, relative to the current
+  folder if it lies below it, else the placeholder `W` (no machine's absolute folders)."""
+  if not os.path.isabs(os.path.expanduser(workdir)):
+    return workdir
+  relative = os.path.relpath(os.path.expanduser(workdir))
+  return "W" if relative.startswith("..") else relative
+
+
+def displayed_command(argv: Sequence[str]) -> str:
+  """`python -m pix2pix_jax.experiments ARGS` with the workdir as `displayed_workdir`."""
+  args = list(argv)
+  for i, arg in enumerate(args):
+    if arg.startswith("--workdir="):
+      args[i] = f"--workdir={displayed_workdir(arg.split('=', 1)[1])}"
+    elif arg == "--workdir" and i + 1 < len(args):
+      args[i + 1] = displayed_workdir(args[i + 1])
+  return shlex.join(["python", "-m", "pix2pix_jax.experiments"] + args)
+
+
 def default_command(suite: str, workdir: str, scale: str,
                     overrides: Optional[Mapping[str, Any]] = None,
                     variants: Optional[Sequence[str]] = None) -> str:
   """The command line that runs what run_suite was given."""
   args = ["python", "-m", "pix2pix_jax.experiments", f"--suite={suite}",
-          f"--workdir={workdir}", f"--scale={scale}"]
+          f"--workdir={displayed_workdir(workdir)}", f"--scale={scale}"]
   if variants:
     args.append(f"--variants={','.join(variants)}")
   args += [f"--config.{key}={value}" for key, value in (overrides or {}).items()]

@@ -7,7 +7,6 @@ the finished variants and resumes an interrupted one. `--config.KEY=VALUE` appli
 variant (e.g. another data set), except the keys the suite varies.
 """
 
-import shlex
 import sys
 
 from absl import app
@@ -38,7 +37,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   writers.quiet_library_logs()
   overrides = config_flags.get_override_values(FLAGS["config"])
-  command = shlex.join(["python", "-m", "pix2pix_jax.experiments"] + sys.argv[1:])
+  command = experiments.displayed_command(sys.argv[1:])
   try:
     experiments.run_suite(FLAGS.suite, FLAGS.workdir, scale=FLAGS.scale,
                           overrides=overrides, variants=FLAGS.variants, command=command)
