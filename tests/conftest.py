@@ -21,7 +21,8 @@ jax.config.update("jax_num_cpu_devices", 2)
 
 # Modules whose tests train whole runs, start subprocesses (the CLI, several processes) or
 # train against torch: the `slow` tier. `make test-fast` (-m "not slow") runs the rest:
-# models, conv_ops, losses and steps, metrics, the input pipeline and datasets.
+# models, conv_ops, losses and steps, metrics, the input pipeline and datasets. A few
+# single tests are marked `@pytest.mark.slow` where they are (a whole step per conv impl).
 SLOW_MODULES = frozenset({
     "test_benchmarks", "test_distributed", "test_end_to_end", "test_experiments",
     "test_modes", "test_resume", "test_safeguards", "test_torch_import",

@@ -99,6 +99,7 @@ def test_tuned_plan_mixes_formulations_at_unet_256_sizes():
     conv_ops.resolve_impl("fast")
 
 
+@pytest.mark.slow  # ~1 min: three impls compile a whole train step each
 def test_train_step_is_the_same_with_every_conv_impl():
   """One whole tiny train step: same losses and parameters whatever model.conv_impl is."""
   results = {}
@@ -136,6 +137,7 @@ def test_conv_impl_leaves_the_parameters_alone():
   assert shapes["xla"] == shapes["tuned"]
 
 
+@pytest.mark.slow  # compiles and trains a bfloat16 step
 def test_bfloat16_training_runs_and_the_loss_falls():
   """model.dtype=bfloat16 computes in bf16; params and Adam states stay float32."""
   config = default.get_config("tiny")
