@@ -168,6 +168,8 @@ def eval_mode():
   summary = evaluation.evaluate_workdir(FLAGS.workdir, checkpoint=FLAGS.checkpoint,
                                         overrides=_workdir_inputs("eval"),
                                         out_dir=FLAGS.output)
+  print(f"Scored by the {summary['protocol']} protocol (eval.protocol), norm mode "
+        f"{summary['norm_mode']} as 'model':")
   print(evaluation.format_table(summary))
 
 

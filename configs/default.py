@@ -180,6 +180,13 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
                 "time), `running` (running averages, no dropout), or `auto` (`paper` after "
                 "batch-1 training, else `running`); see *Test-time normalisation*")
 
+  evaluation = top.section("eval")
+  evaluation.add("protocol", "raindrop",
+                 "how eval and validation score Y: `raindrop` (Qian et al.: crop to a "
+                 "multiple of 4, OpenCV's full-range Y) or `rain13k` (MPRNet / Restormer's "
+                 "MATLAB script for Rain100H/L, Test100/1200/2800: no crop, MATLAB's studio-range "
+                 "`rgb2ycbcr` Y rounded to uint8); see pix2pix_jax/metrics.py")
+
   predict = top.section("predict")
   predict.add("tile_size", 1024,
               "eval / predict / Translator: larger images are translated in overlapping "

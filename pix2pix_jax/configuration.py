@@ -7,6 +7,7 @@ import ml_collections
 from pix2pix_jax import conv_ops
 from pix2pix_jax import layers
 from pix2pix_jax import losses
+from pix2pix_jax import metrics
 from pix2pix_jax import models
 
 DIRECTIONS = ("AtoB", "BtoA")
@@ -110,6 +111,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _one_of(config, "loss.gan", losses.GAN_LOSSES)
   validate_data_choices(config.data)
   _one_of(config, "inference.norm_mode", NORM_MODES)
+  if lookup(config, "eval.protocol") is not None:  # older configs lack it: raindrop.
+    _one_of(config, "eval.protocol", metrics.PROTOCOLS)
   _one_of(config, "model.conv_impl", conv_ops.CONV_IMPLS)
   _one_of(config, "model.dtype", DTYPES)
   model, data = config.model, config.data

@@ -74,15 +74,22 @@ def _save_image(image: np.ndarray, path: str) -> None:
   Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(path, **options)
 
 
+def protocol_of(config) -> str:
+  """The config's `eval.protocol` (`raindrop` where an older config lacks the key)."""
+  return config.get("eval", {}).get("protocol", metrics.DEFAULT_PROTOCOL)
+
+
 def evaluate(translator: translator_lib.Translator, pairs, out_dir: str, *,
              total: Optional[int] = None,
-             other: Optional[translator_lib.Translator] = None) -> dict[str, Any]:
+             other: Optional[translator_lib.Translator] = None,
+             protocol: str = metrics.DEFAULT_PROTOCOL) -> dict[str, Any]:
   """Scores `translator` on (name, input, target) pairs; writes the reports into out_dir.
 
   `pairs` is iterated once (images are not kept); `total` sizes the progress bar. `other`
-  (the same generator in the other norm mode) is scored beside it.
+  (the same generator in the other norm mode) is scored beside it; `protocol` is one of
+  metrics.PROTOCOLS.
 
-  Returns {"norm_mode": translator's, "model": means, "identity": means, "by_norm_mode":
+  Returns {"norm_mode": translator's, "protocol", "model": means, "identity": means, "by_norm_mode":
   {mode: means} for translator (and other)}; "identity" is empty when inputs and targets
   differ in shape (e.g. grey to colour), where the input cannot be scored against the
   target. Per image (per_image.csv, index.html): model_*, identity_*, gain_psnr_y (model
@@ -90,8 +97,7 @@ def evaluate(translator: translator_lib.Translator, pairs, out_dir: str, *,
   """
   image_dir = os.path.join(out_dir, "images")
   os.makedirs(image_dir, exist_ok=True)
-  model, identity = metrics.Accumulator(), metrics.Accumulator()
-  other_model = metrics.Accumulator()
+  model, identity, other_model = (metrics.Accumulator(protocol) for _ in range(3))
   rows = []
   with _progress(total, "image") as progress:
     for index, (name, inputs, target) in enumerate(pairs):
@@ -111,7 +117,8 @@ def evaluate(translator: translator_lib.Translator, pairs, out_dir: str, *,
         _save_image(image, os.path.join(image_dir, f"{index:04d}_{kind}.png"))
       rows.append(row)
       progress.update()
-  summary = {"norm_mode": translator.norm_mode, "model": model.summary(),
+  summary = {"norm_mode": translator.norm_mode, "protocol": protocol,
+             "model": model.summary(),
              "identity": identity.summary() if identity.per_image else {},
              "by_norm_mode": {translator.norm_mode: model.summary()}}
   if other is not None:
@@ -142,7 +149,7 @@ def evaluate_workdir(workdir: str, *, checkpoint: str = "latest",
   out_dir = os.path.abspath(os.path.expanduser(
       out_dir or os.path.join(os.path.expanduser(workdir), "eval")))
   summary = evaluate(translator, eval_pairs(config, source), out_dir, total=len(source),
-                     other=other)
+                     other=other, protocol=protocol_of(config))
   logging.info("Wrote %s/metrics.json, per_image.csv and index.html.", out_dir)
   return summary
 
@@ -360,7 +367,8 @@ class Validator:
     self.norm_mode = inference.resolve_norm_mode(config.inference.norm_mode,
                                                  config.batch_size)
     self.translators = {}  # norm mode -> Translator, compiled once.
-    identity = metrics.Accumulator()
+    self.protocol = protocol_of(config)
+    identity = metrics.Accumulator(self.protocol)
     for _, inputs, target in self.pairs:
       if inputs.shape == target.shape:
         identity.add(inputs, target)
@@ -384,7 +392,7 @@ class Validator:
         translator.variables = jax.device_put(
             {"params": generator_variables["params"],
              "batch_stats": generator_variables.get("batch_stats", {})})
-      accumulator = metrics.Accumulator()
+      accumulator = metrics.Accumulator(self.protocol)
       for _, inputs, target in self.pairs:
         accumulator.add(translator(inputs), target)
       by_mode[mode] = accumulator.summary()

@@ -1,12 +1,22 @@
 """Image-quality metrics of uint8 images: PSNR and SSIM on luma and RGB, Lab histograms.
 
-Luma follows Qian et al.'s raindrop evaluation (CVPR 2018): both images are cropped to a
-multiple of 4, converted to BT.601 full-range Y (OpenCV's `COLOR_RGB2YCrCb`, rounded to
-uint8) and compared per image; a test set's score is the mean over its images. SSIM is the
-standard one (Wang et al. 2004): an 11x11 Gaussian window with sigma 1.5, K1 0.01, K2 0.03,
-averaged over the pixels whose window lies inside the image (scikit-image's
-`structural_similarity(..., gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-data_range=255)`). RGB SSIM is the mean over the channels.
+Two published evaluation protocols (`PROTOCOLS`, the config's `eval.protocol`), which differ
+only in the luma and the crop:
+
+- `raindrop`, Qian et al.'s raindrop evaluation (CVPR 2018): both images cropped to a multiple
+  of 4, then full-range BT.601 Y exactly as OpenCV's `cvtColor(..., COLOR_RGB2YCrCb)` computes
+  it on uint8 (fixed point: Y = (4899 R + 9617 G + 1868 B + 2**13) >> 14).
+- `rain13k`, the Rain13K test sets (Rain100H/L, Test100/1200/2800) as the MATLAB script of
+  MPRNet / Restormer, `Deraining/evaluate_PSNR_SSIM.m`, scores them: no crop; Y of MATLAB's
+  `rgb2ycbcr` on uint8 images, which is studio range and rounded to uint8 (Y = round(16 +
+  (65.481 R + 128.553 G + 24.966 B) / 255), halves away from zero); PSNR with peak 255.
+
+Both score a pair's Y with PSNR and with SSIM as Wang et al.'s `ssim_index.m` (the one that
+script calls: an 11x11 Gaussian window with sigma 1.5, K1 0.01, K2 0.03, L 255, `filter2(...,
+'valid')`, no downsampling: the mean over the pixels whose window lies inside the image; the
+same as scikit-image's `structural_similarity(..., gaussian_weights=True, sigma=1.5,
+use_sample_covariance=False, data_range=255)`), and a test set's score is the mean over its
+images. RGB PSNR and SSIM (the mean over channels) are reported beside them, on the same crop.
 
 The colour experiment of the pix2pix paper (its Table 5) compares the marginal distributions
 of L, a and b over a whole test set: `LabHistograms` accumulates them for outputs and targets
@@ -19,6 +29,8 @@ import numpy as np
 from scipy import ndimage
 
 PIXEL_METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
+PROTOCOLS = ("raindrop", "rain13k")
+DEFAULT_PROTOCOL = "raindrop"
 LAB_METRICS = ("hist_L", "hist_a", "hist_b")
 # (low, high) of each Lab channel; one bin per unit.
 LAB_RANGES = {"L": (0.0, 100.0), "a": (-128.0, 128.0), "b": (-128.0, 128.0)}
@@ -40,14 +52,29 @@ def crop_to_multiple(image: np.ndarray, multiple: int = 4) -> np.ndarray:
   return image[:h - h % multiple, :w - w % multiple]
 
 
-def luma(image: np.ndarray) -> np.ndarray:
-  """BT.601 full-range Y of a uint8 HxWx3 RGB (or HxW[x1] grey) image, as uint8 HxW."""
+def luma(image: np.ndarray, protocol: str = DEFAULT_PROTOCOL) -> np.ndarray:
+  """The protocol's Y of a uint8 HxWx3 RGB image, as uint8 HxW; a grey HxW[x1] image as is.
+
+  `raindrop`: full-range BT.601 as OpenCV's RGB2YCrCb on uint8 (its fixed-point weights 4899,
+  9617, 1868 over 2**14, rounded; modules/imgproc/src/color_yuv.simd.hpp). `rain13k`: MATLAB's
+  rgb2ycbcr on uint8 (studio range 16-235; computed in double, then rounded to nearest with
+  halves away from zero, as MATLAB's conversion to uint8).
+  """
   image = np.asarray(image)
   if image.ndim == 2 or image.shape[-1] == 1:
     return image.reshape(image.shape[:2])
-  rgb = image[..., :3].astype(np.float64)
-  y = rgb @ np.array([0.299, 0.587, 0.114])
-  return np.clip(np.round(y), 0, 255).astype(np.uint8)
+  _check_protocol(protocol)
+  if protocol == "raindrop":
+    r, g, b = (image[..., c].astype(np.int64) for c in range(3))
+    return ((4899 * r + 9617 * g + 1868 * b + (1 << 13)) >> 14).astype(np.uint8)
+  r, g, b = (image[..., c].astype(np.float64) for c in range(3))
+  y = (65.481 / 255) * r + (128.553 / 255) * g + (24.966 / 255) * b + 16.0
+  return np.clip(np.floor(y + 0.5), 0, 255).astype(np.uint8)  # y > 0: half up = away from 0
+
+
+def _check_protocol(protocol: str) -> None:
+  if protocol not in PROTOCOLS:
+    raise ValueError(f"eval.protocol={protocol!r} is not one of {PROTOCOLS}.")
 
 
 def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
@@ -85,15 +112,16 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
                         for c in range(a.shape[-1])]))
 
 
-def image_metrics(output: np.ndarray, target: np.ndarray) -> dict[str, float]:
-  """{'psnr_y', 'ssim_y', 'psnr_rgb', 'ssim_rgb'} of one uint8 HxWxC pair.
-
-  Both images are first cropped to a multiple of 4 (Qian et al.).
-  """
+def image_metrics(output: np.ndarray, target: np.ndarray,
+                  protocol: str = DEFAULT_PROTOCOL) -> dict[str, float]:
+  """{'psnr_y', 'ssim_y', 'psnr_rgb', 'ssim_rgb'} of one uint8 HxWxC pair, by `protocol`
+  (`raindrop` first crops both to a multiple of 4; `rain13k` scores them whole)."""
   output, target = np.asarray(output), np.asarray(target)
   _check_pair(output, target)
-  output, target = crop_to_multiple(output), crop_to_multiple(target)
-  y_out, y_target = luma(output), luma(target)
+  _check_protocol(protocol)
+  if protocol == "raindrop":
+    output, target = crop_to_multiple(output), crop_to_multiple(target)
+  y_out, y_target = luma(output, protocol), luma(target, protocol)
   return {"psnr_y": psnr(y_out, y_target), "ssim_y": ssim(y_out, y_target),
           "psnr_rgb": psnr(output, target), "ssim_rgb": ssim(output, target)}
 
@@ -153,15 +181,17 @@ class Accumulator:
   """Per-image metrics and Lab histograms of (output, target) pairs, and their summary.
 
   `add` returns the image's metrics; `summary()` gives the means of PIXEL_METRICS and the
-  Lab histogram intersections over all pairs added.
+  Lab histogram intersections over all pairs added, scored by `protocol`.
   """
 
-  def __init__(self):
+  def __init__(self, protocol: str = DEFAULT_PROTOCOL):
+    _check_protocol(protocol)
+    self.protocol = protocol
     self.per_image: list[dict[str, float]] = []
     self._lab = LabHistograms()
 
   def add(self, output: np.ndarray, target: np.ndarray) -> dict[str, float]:
-    metrics = image_metrics(output, target)
+    metrics = image_metrics(output, target, self.protocol)
     self.per_image.append(metrics)
     self._lab.add(output, target)
     return metrics

@@ -68,3 +68,94 @@ def test_lab_histogram_intersection():
   lab = metrics.LabHistograms()
   lab.add(a, b)
   assert 0.3 < lab.intersections()["hist_L"] < 1.0
+
+
+# --- The two protocols, each against values computed independently of pix2pix_jax.metrics.
+
+def test_raindrop_luma_is_opencvs_fixed_point_y():
+  """Values from OpenCV 5.1 `cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)[..., 0]` (run once by
+  hand; OpenCV is not a dependency): the last six are colours where rounding the float
+  0.299 R + 0.587 G + 0.114 B gives another value than OpenCV's fixed-point weights."""
+  colours_and_y = [([255, 0, 0], 76), ([0, 255, 0], 150), ([0, 0, 255], 29),
+                   ([255, 255, 255], 255), ([10, 200, 30], 124),
+                   ([68, 120, 252], 120), ([167, 149, 36], 141), ([133, 184, 59], 154),
+                   ([78, 90, 82], 85), ([9, 227, 233], 162), ([221, 165, 119], 177)]
+  rgb = np.array([[c for c, _ in colours_and_y]], np.uint8)
+  np.testing.assert_array_equal(metrics.luma(rgb, "raindrop")[0], [y for _, y in colours_and_y])
+
+
+def _matlab_rgb2ycbcr_y(rgb: np.ndarray) -> np.ndarray:
+  """MATLAB's rgb2ycbcr on uint8, Y only, written from its documentation: the float Y of
+  scikit-image's rgb2ycbcr (the same ITU-R BT.601 studio-range matrix, unrounded), then
+  MATLAB's conversion to uint8 (round half away from zero, saturate), in exact decimals."""
+  from decimal import Decimal, ROUND_HALF_UP  # pylint: disable=g-import-not-at-top
+  from skimage import color  # pylint: disable=g-import-not-at-top
+  y_float = color.rgb2ycbcr(rgb)[..., 0]
+  r, g, b = (rgb[..., c].astype(object) for c in range(3))
+  exact = np.vectorize(lambda r, g, b: int(
+      (Decimal(16) + (Decimal("65.481") * r + Decimal("128.553") * g + Decimal("24.966") * b)
+       / 255).quantize(Decimal(1), rounding=ROUND_HALF_UP)))(r, g, b)
+  np.testing.assert_allclose(y_float, exact, atol=0.5 + 1e-9)  # the same matrix
+  return np.clip(exact, 0, 255).astype(np.uint8)
+
+
+def _real_pairs():
+  """Crops of real photographs (scikit-image's) and a degraded copy of each."""
+  from skimage import data  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  for image in (data.astronaut()[:90, :130], data.coffee()[100:187, 200:333],
+                data.chelsea()[50:121, 100:203]):
+    noisy = np.clip(image + rng.normal(0, 12, image.shape) + 6, 0, 255).astype(np.uint8)
+    yield image, noisy
+
+
+def test_rain13k_luma_is_matlabs_rounded_studio_range_y():
+  np.testing.assert_array_equal(
+      metrics.luma(np.array([[[255, 255, 255], [0, 0, 0], [255, 0, 0], [0, 255, 0],
+                              [0, 0, 255]]], np.uint8), "rain13k")[0],
+      [235, 16, 81, 145, 41])  # 16 + 65.481 = 81.48; 16 + 128.553 = 144.55; 40.97
+  for image, _ in _real_pairs():
+    np.testing.assert_array_equal(metrics.luma(image, "rain13k"), _matlab_rgb2ycbcr_y(image))
+
+
+def _matlab_ssim_index(a: np.ndarray, b: np.ndarray) -> float:
+  """Wang et al.'s ssim_index.m (v1.0, the one evaluate_PSNR_SSIM.m calls), line by line:
+  fspecial('gaussian', 11, 1.5) normalised, filter2(window, x, 'valid'), mean2."""
+  from scipy import signal  # pylint: disable=g-import-not-at-top
+  x = np.arange(-5, 6)
+  window = np.exp(-(x[:, None] ** 2 + x[None, :] ** 2) / (2 * 1.5 ** 2))
+  window /= window.sum()
+  c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+  a, b = a.astype(np.float64), b.astype(np.float64)
+  filt = lambda z: signal.correlate2d(z, window, mode="valid")
+  mu1, mu2 = filt(a), filt(b)
+  s1, s2, s12 = filt(a * a) - mu1 ** 2, filt(b * b) - mu2 ** 2, filt(a * b) - mu1 * mu2
+  ssim_map = ((2 * mu1 * mu2 + c1) * (2 * s12 + c2)) / (
+      (mu1 ** 2 + mu2 ** 2 + c1) * (s1 + s2 + c2))
+  return float(ssim_map.mean())
+
+
+def test_rain13k_protocol_is_the_matlab_script():
+  """evaluate_PSNR_SSIM.m: Y as rgb2ycbcr (uint8), no crop, PSNR 20 log10(255 / rmse)."""
+  for image, noisy in _real_pairs():
+    y_a, y_b = _matlab_rgb2ycbcr_y(noisy), _matlab_rgb2ycbcr_y(image)
+    rmse = np.sqrt(np.mean((y_a.astype(np.float64) - y_b) ** 2))
+    scores = metrics.image_metrics(noisy, image, "rain13k")
+    assert scores["psnr_y"] == pytest.approx(20 * np.log10(255 / rmse), abs=1e-9)
+    assert scores["ssim_y"] == pytest.approx(_matlab_ssim_index(y_a, y_b), abs=1e-9)
+    assert scores["psnr_rgb"] == pytest.approx(metrics.psnr(noisy, image))  # not cropped
+
+
+def test_raindrop_protocol_crops_to_multiples_of_4_and_differs_from_rain13k():
+  for image, noisy in _real_pairs():
+    h, w = image.shape[0] // 4 * 4, image.shape[1] // 4 * 4
+    y_a, y_b = (metrics.luma(x[:h, :w], "raindrop") for x in (noisy, image))
+    scores = metrics.image_metrics(noisy, image, "raindrop")
+    assert scores["psnr_y"] == pytest.approx(metrics.psnr(y_a, y_b))
+    assert scores["ssim_y"] == pytest.approx(_matlab_ssim_index(y_a, y_b), abs=1e-9)
+    assert scores["psnr_y"] != metrics.image_metrics(noisy, image, "rain13k")["psnr_y"]
+
+
+def test_unknown_protocol_is_refused():
+  with pytest.raises(ValueError, match="eval.protocol='rain100' is not one of"):
+    metrics.Accumulator("rain100")
