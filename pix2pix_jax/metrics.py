@@ -10,6 +10,12 @@ only in the luma and the crop:
   MPRNet / Restormer, `Deraining/evaluate_PSNR_SSIM.m`, scores them: no crop; Y of MATLAB's
   `rgb2ycbcr` on uint8 images, which is studio range and rounded to uint8 (Y = round(16 +
   (65.481 R + 128.553 G + 24.966 B) / 255), halves away from zero); PSNR with peak 255.
+  The lines followed, in swz30/Restormer at df766d55 (MPRNet's copy is the same, one line
+  lower): 56-58 and 69-77 (`rgb2ycbcr` on the uint8 images read by `imread`, channel 1;
+  grey images as they are), 79-82 (PSNR = 20 log10(255 / rmse) over all Y values), 180-183
+  (`fspecial('gaussian', 11, 1.5)`, K = [0.01 0.03], L = 255), 254-261 (`filter2(window,
+  ., 'valid')`), 277 (`mean2` of the map), 40-50 (a set's score: the mean over its images;
+  "all datasets": the unweighted mean of the set means).
 
 Both score a pair's Y with PSNR and with SSIM as Wang et al.'s `ssim_index.m` (the one that
 script calls: an 11x11 Gaussian window with sigma 1.5, K1 0.01, K2 0.03, L 255, `filter2(...,
