@@ -170,7 +170,8 @@ def eval_mode():
                                         out_dir=FLAGS.output)
   print(f"Scored by the {summary['protocol']} protocol (eval.protocol), norm mode "
         f"{summary['norm_mode']} as 'model':")
-  print(evaluation.format_table(summary))
+  print(evaluation.format_sets_table(summary) if "sets" in summary
+        else evaluation.format_table(summary))
 
 
 def predict_mode():

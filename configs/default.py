@@ -186,6 +186,13 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
                  "multiple of 4, OpenCV's full-range Y) or `rain13k` (MPRNet / Restormer's "
                  "MATLAB script for Rain100H/L, Test100/1200/2800: no crop, MATLAB's studio-range "
                  "`rgb2ycbcr` Y rounded to uint8); see pix2pix_jax/metrics.py")
+  evaluation.add("sets", "",
+                 "eval: `\"\"` scores the config's test split; `all` every test set folder in "
+                 "`eval.sets_dir`, or `Rain100H,Rain100L` those named: one table, a row per "
+                 "set and their average (the mean of the set means), a gallery per set")
+  evaluation.add("sets_dir", "",
+                 "the folder of the test sets (each `<set>/input/` and `<set>/target/`, or "
+                 "the source's own layout); `\"\"` = `data.path/test`, as Rain13K's")
 
   predict = top.section("predict")
   predict.add("tile_size", 1024,

@@ -27,6 +27,7 @@ from PIL import Image
 import tqdm
 
 from pix2pix_jax import checkpoints
+from pix2pix_jax import configuration
 from pix2pix_jax import datasets
 from pix2pix_jax import inference
 from pix2pix_jax import input_pipeline
@@ -118,7 +119,7 @@ def evaluate(translator: translator_lib.Translator, pairs, out_dir: str, *,
       rows.append(row)
       progress.update()
   summary = {"norm_mode": translator.norm_mode, "protocol": protocol,
-             "model": model.summary(),
+             "num_images": len(model.per_image), "model": model.summary(),
              "identity": identity.summary() if identity.per_image else {},
              "by_norm_mode": {translator.norm_mode: model.summary()}}
   if other is not None:
@@ -140,18 +141,158 @@ def evaluate_workdir(workdir: str, *, checkpoint: str = "latest",
   config's, `auto` resolved) is the one reported as "model" and shown in the gallery.
   """
   config, variables, description = translator_lib.load_workdir(workdir, checkpoint, overrides)
+  names = set_names(config)
+  sets = (datasets.test_sets(config.data, sets_dir(config), names)
+          if names is not None else None)  # checked before anything compiles.
   translator = translator_lib.Translator(config, variables, norm_mode=norm_mode)
   other_mode, = (m for m in inference.NORM_MODES if m != translator.norm_mode)
   other = translator_lib.Translator(config, variables, norm_mode=other_mode)
   logging.info("Evaluating checkpoint %s in %s norm mode (and %s beside it).", description,
                translator.norm_mode, other_mode)
-  source = datasets.get_data_sources(config.data, seed=config.seed)["test"]
   out_dir = os.path.abspath(os.path.expanduser(
       out_dir or os.path.join(os.path.expanduser(workdir), "eval")))
+  protocol = protocol_of(config)
+  if sets is not None:
+    return evaluate_sets(translator, other, config, sets, out_dir, protocol=protocol)
+  source = datasets.get_data_sources(config.data, seed=config.seed)["test"]
   summary = evaluate(translator, eval_pairs(config, source), out_dir, total=len(source),
-                     other=other, protocol=protocol_of(config))
+                     other=other, protocol=protocol)
   logging.info("Wrote %s/metrics.json, per_image.csv and index.html.", out_dir)
   return summary
+
+
+def set_names(config) -> Optional[list[str]]:
+  """`eval.sets`: None for the config's own test split (""), [] for every set folder
+  ("all"), else the named sets."""
+  value = str(config.get("eval", {}).get("sets", "") or "").strip()
+  if not value:
+    return None
+  return [] if value == "all" else [name.strip() for name in value.split(",") if name.strip()]
+
+
+def sets_dir(config) -> str:
+  """`eval.sets_dir`, or data.path/test (Rain13K's layout: test/<set>/{input,target}/)."""
+  folder = config.get("eval", {}).get("sets_dir", "")
+  if folder:
+    return folder
+  if not config.data.get("path"):
+    raise configuration.ConfigError(
+        "eval.sets needs the folder holding the sets: set eval.sets_dir (or data.path, "
+        "whose test/ holds them).")
+  return os.path.join(config.data.path, "test")
+
+
+def average_of_sets(per_set: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+  """The mean of the set means, per metric (as deraining papers print their "average")."""
+  def mean(key, subkey=None):
+    tables = [summary[key] if subkey is None else summary[key].get(subkey, {})
+              for summary in per_set.values()]
+    if not all(tables):
+      return {}
+    return {metric: float(np.mean([t[metric] for t in tables])) for metric in tables[0]}
+  first = next(iter(per_set.values()))
+  return {"model": mean("model"), "identity": mean("identity"),
+          "by_norm_mode": {mode: mean("by_norm_mode", mode) for mode in first["by_norm_mode"]}}
+
+
+def evaluate_sets(translator, other, config, sets: Mapping[str, Any], out_dir: str, *,
+                  protocol: str) -> dict[str, Any]:
+  """Scores every set into out_dir/<set>/ (its own gallery) and writes one table of them.
+
+  metrics.json: {"norm_mode", "protocol", "sets": {name: `evaluate`'s summary},
+  "average": {"model", "identity", "by_norm_mode"} (the mean of the set means), and
+  "model", "identity", "by_norm_mode" (the average again, for readers of one-set files)};
+  sets.md: a markdown table, a row per set and the average; index.html links the galleries.
+  """
+  per_set = {}
+  for name, source in sets.items():
+    logging.info("Scoring the test set %s (%d pairs).", name, len(source))
+    per_set[name] = evaluate(translator, eval_pairs(config, source),
+                             os.path.join(out_dir, name), total=len(source), other=other,
+                             protocol=protocol)
+  average = average_of_sets(per_set)
+  summary = {"norm_mode": translator.norm_mode, "protocol": protocol, "sets": per_set,
+             "average": average, **average}
+  os.makedirs(out_dir, exist_ok=True)
+  _write_json(summary, os.path.join(out_dir, "metrics.json"))
+  with open(os.path.join(out_dir, "sets.md"), "w") as f:
+    f.write(format_sets_markdown(summary) + "\n")
+  _write_sets_page(summary, os.path.join(out_dir, "index.html"))
+  logging.info("Wrote %s/metrics.json, sets.md, index.html and a gallery per set.", out_dir)
+  return summary
+
+
+def _set_rows(summary: Mapping[str, Any]) -> list[tuple[str, Any, list[Optional[float]]]]:
+  """(set, images, [Y-PSNR, Y-SSIM, identity Y-PSNR, identity Y-SSIM, gain, other mode's
+  Y-PSNR]) for each set, then the average."""
+  mode = summary["norm_mode"]
+  def cells(part):
+    model, identity = part["model"], part.get("identity") or {}
+    others = [m for m in part.get("by_norm_mode", {}) if m != mode]
+    gain = (model["psnr_y"] - identity["psnr_y"]) if identity else None
+    return [model["psnr_y"], model["ssim_y"], identity.get("psnr_y"), identity.get("ssim_y"),
+            gain, part["by_norm_mode"][others[0]]["psnr_y"] if others else None]
+  rows = [(name, part["num_images"], cells(part)) for name, part in summary["sets"].items()]
+  return rows + [("average", "", cells(summary["average"]))]
+
+
+def _set_headings(summary) -> list[str]:
+  other = [m for m in summary["average"]["by_norm_mode"] if m != summary["norm_mode"]]
+  return ["set", "images", f"Y-PSNR ({summary['norm_mode']})", "Y-SSIM", "identity Y-PSNR",
+          "identity Y-SSIM", "gain (dB)"] + ([f"Y-PSNR ({other[0]})"] if other else [])
+
+
+_SET_DIGITS = (2, 4, 2, 4, 2, 2)  # decimals of each _set_rows value: dB 2, SSIM 4.
+
+
+def _cells(values: list[Optional[float]], count: int) -> list[str]:
+  """The first `count` values of a set row, formatted ('-' where missing)."""
+  return ["-" if v is None else f"{v:.{d}f}" for v, d in zip(values, _SET_DIGITS)][:count]
+
+
+def format_sets_table(summary: Mapping[str, Any]) -> str:
+  """Plain text: a row per set and the average (the mean of the set means)."""
+  headings = _set_headings(summary)
+  rows = [[name, str(count)] + _cells(values, len(headings) - 2)
+          for name, count, values in _set_rows(summary)]
+  widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headings)]
+  line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                 for i, (c, w) in enumerate(zip(cells, widths)))
+  return "\n".join([line(headings)] + [line(r) for r in rows])
+
+
+def format_sets_markdown(summary: Mapping[str, Any]) -> str:
+  """The same table in markdown, each set linking its gallery."""
+  headings = _set_headings(summary)
+  lines = [f"Protocol `{summary['protocol']}`, norm mode `{summary['norm_mode']}`; average: "
+           "the mean of the set means.", "",
+           "| " + " | ".join(headings) + " |", "|" + "---|" + "---:|" * (len(headings) - 1)]
+  for name, count, values in _set_rows(summary):
+    label = f"[{name}]({name}/index.html)" if count != "" else f"**{name}**"
+    cells = _cells(values, len(headings) - 2)
+    lines.append(f"| {label} | {count} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def _write_sets_page(summary: Mapping[str, Any], path: str) -> None:
+  """index.html of a multi-set evaluation: the table, each set linking its gallery."""
+  headings = _set_headings(summary)
+  out = ["<!doctype html><html><head><meta charset='utf-8'><title>pix2pix_jax eval</title>",
+         f"<style>{_GALLERY_STYLE}</style></head><body><h1>Evaluation: "
+         f"{len(summary['sets'])} test sets</h1>",
+         f"<p>Protocol {html.escape(summary['protocol'])}, norm mode "
+         f"{html.escape(summary['norm_mode'])}; average: the mean of the set means. Each set "
+         "links its gallery.</p><table id='sets'><tr>"
+         + "".join(f"<th>{html.escape(h)}</th>" for h in headings) + "</tr>"]
+  for name, count, values in _set_rows(summary):
+    label = (f"<a href='{html.escape(name, quote=True)}/index.html'>{html.escape(name)}</a>"
+             if count != "" else "<b>average</b>")
+    cells = _cells(values, len(headings) - 2)
+    out.append(f"<tr><td>{label}</td><td>{count}</td>"
+               + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+  out.append("</table></body></html>")
+  with open(path, "w") as f:
+    f.write("\n".join(out))
 
 
 def _columns(summary: Mapping[str, Any]) -> list[tuple[str, Mapping[str, float]]]:

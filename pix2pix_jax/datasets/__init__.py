@@ -345,6 +345,40 @@ def _paired(data_config: ml_collections.ConfigDict, seed: int) -> PreparedData:
                  data_config)
 
 
+class FolderSet(Sequence):
+  """A checked test set read straight from its files (nothing is built): a source."""
+
+  def __init__(self, root: str, layout: str, entries: Sequence[paired.Entry]):
+    self.root, self.layout, self.entries = root, layout, tuple(entries)
+
+  def __len__(self) -> int:
+    return len(self.entries)
+
+  def __getitem__(self, index: int):
+    entry = self.entries[index]
+    a, b = paired.stored_images(self.root, entry, self.layout)
+    return {"A": a, "B": b, "name": entry.pair.name.split("/", 1)[-1].encode()}
+
+
+def test_sets(data_config: ml_collections.ConfigDict, sets_dir: str,
+              names: Sequence[str] = ()) -> dict[str, FolderSet]:
+  """{set name: source} of the test sets in `sets_dir` (`layouts.scan_sets`), every image
+  decoded once to check it; raises DataError listing each missing folder, unpaired,
+  unreadable or (without data.allow_size_mismatch) mismatched file."""
+  scan = layouts.scan_sets(data_config, sets_dir, names)
+  problems = list(scan.problems)
+  checked = paired.check(scan, bool(data_config.get("allow_size_mismatch", False)))
+  problems += checked.problems
+  if problems:
+    lines = "\n".join(f"  {p}" for p in problems)
+    raise DataError(f"eval.sets_dir={scan.root}: {len(problems)} problem(s) in the test "
+                    f"sets; nothing was scored.\n{lines}")
+  for warning in checked.warnings:
+    logging.warning("%s", warning)
+  return {name: FolderSet(scan.root, scan.rules[name]["layout"], checked.splits[name])
+          for name in scan.splits}
+
+
 # data.source -> function(data_config, seed) returning a PreparedData.
 SOURCES: dict[str, Callable[[ml_collections.ConfigDict, int], PreparedData]] = {
     "synthetic_rain": _synthetic_rain,

@@ -21,6 +21,7 @@ files are ignored. The layouts:
 import dataclasses
 import os
 import re
+from typing import Sequence
 
 import ml_collections
 
@@ -297,3 +298,62 @@ def scan(data: ml_collections.ConfigDict) -> Scan:
               problems=lister.problems, ignored=lister.ignored,
               held_out_test=data.source != "raindrop" and "test" not in splits,
               rules={s: dataclasses.asdict(r) for s, r in sorted(rules.items())})
+
+
+# Rain13K's test sets: test/<set>/input/ and test/<set>/target/, files paired by name.
+SET_INPUT_DIR, SET_TARGET_DIR = "input", "target"
+
+
+def _set_rule(folder: str, data: ml_collections.ConfigDict) -> _Rule:
+  """A test set folder's rule: the source's, or input/ and target/ (Rain13K) when the
+  source is not a folder layout or its input / target folders are not there."""
+  if data.source in ("raindrop", "rain100"):
+    return _rule_for(folder, data)
+  if data.source == "paired_folder":
+    try:
+      return _paired_folder_rule(folder, data)
+    except LayoutError:
+      if not os.path.isdir(os.path.join(folder, SET_INPUT_DIR)):
+        raise
+  return _Rule("folders", SET_INPUT_DIR, SET_TARGET_DIR, data.get("input_pattern", "{}"),
+               data.get("target_pattern", "{}"))
+
+
+def scan_sets(data: ml_collections.ConfigDict, sets_dir: str,
+              names: Sequence[str] = ()) -> Scan:
+  """The test sets in `sets_dir`, one split per set folder (e.g. Rain13K's test/Rain100H/
+  {input,target}/), each paired under `_set_rule`; `names`: only these sets."""
+  root = os.path.abspath(os.path.expanduser(sets_dir))
+  lister = _Lister(root)
+  if not os.path.isdir(root):
+    lister.problems.append(Problem(root, "missing folder (eval.sets_dir)", fatal=True))
+    return Scan(root, "", {}, [], lister.problems, [], False, {})
+  folders = {name: os.path.join(root, name)
+             for name in sorted(os.listdir(root), key=natural_key)
+             if os.path.isdir(os.path.join(root, name)) and not name.startswith(".")}
+  for name in names:
+    if name not in folders:
+      lister.problems.append(Problem(name + "/", "no such test set folder (eval.sets); it "
+                                     f"has {', '.join(folders) or 'none'}", fatal=True))
+  if names:
+    folders = {name: folder for name, folder in folders.items() if name in names}
+  if not folders and not lister.problems:
+    lister.problems.append(Problem(".", "no test set folders (eval.sets=all)", fatal=True))
+  splits, rules = {}, {}
+  for name, folder in folders.items():
+    try:
+      rule = _set_rule(folder, data)
+    except LayoutError as e:
+      lister.problems.append(e.problem)
+      continue
+    if rule.layout == "folders" and not os.path.isdir(os.path.join(folder, rule.target_dir)):
+      lister.problems.append(Problem(
+          os.path.join(name, rule.target_dir) + "/", "missing folder: a test set needs its "
+          "targets (the clean images) to be scored", fatal=True))
+      continue
+    rules[name] = rule
+    splits[name] = _pairs_in(lister, name, folder, rule)
+  rule = next(iter(rules.values()), _Rule(""))
+  return Scan(root=root, layout=rule.layout, splits=splits, files=sorted(lister.files),
+              problems=lister.problems, ignored=lister.ignored, held_out_test=False,
+              rules={s: dataclasses.asdict(r) for s, r in rules.items()})
