@@ -168,10 +168,9 @@ def eval_mode():
   summary = evaluation.evaluate_workdir(FLAGS.workdir, checkpoint=FLAGS.checkpoint,
                                         overrides=_workdir_inputs("eval"),
                                         out_dir=FLAGS.output)
-  print(f"Scored by the {summary['protocol']} protocol (eval.protocol), norm mode "
-        f"{summary['norm_mode']} as 'model':")
   print(evaluation.format_sets_table(summary) if "sets" in summary
         else evaluation.format_table(summary))
+  print(f"(scored by the {summary['protocol']} protocol, eval.protocol)")
 
 
 def predict_mode():
