@@ -179,6 +179,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
                 "`paper` (batch statistics + dropout: the paper's and the reference's test "
                 "time), `running` (running averages, no dropout), or `auto` (`paper` after "
                 "batch-1 training, else `running`); see *Test-time normalisation*")
+  inference.add("ensemble", False,
+                "eval, predict, the Translator and export: each output is the mean over the 8 "
+                "flips and 90-degree rotations of the image (of each tile when tiled; in "
+                "`paper` mode each its own batch); 8x the time. In-training validation "
+                "never uses it")
 
   evaluation = top.section("eval")
   evaluation.add("protocol", "raindrop",

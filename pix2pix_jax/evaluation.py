@@ -119,6 +119,7 @@ def evaluate(translator: translator_lib.Translator, pairs, out_dir: str, *,
       rows.append(row)
       progress.update()
   summary = {"norm_mode": translator.norm_mode, "protocol": protocol,
+             "ensemble": translator.ensemble,
              "num_images": len(model.per_image), "model": model.summary(),
              "identity": identity.summary() if identity.per_image else {},
              "by_norm_mode": {translator.norm_mode: model.summary()}}
@@ -211,7 +212,8 @@ def evaluate_sets(translator, other, config, sets: Mapping[str, Any], out_dir: s
                              os.path.join(out_dir, name), total=len(source), other=other,
                              protocol=protocol)
   average = average_of_sets(per_set)
-  summary = {"norm_mode": translator.norm_mode, "protocol": protocol, "sets": per_set,
+  summary = {"norm_mode": translator.norm_mode, "protocol": protocol,
+             "ensemble": translator.ensemble, "sets": per_set,
              "average": average, **average}
   os.makedirs(out_dir, exist_ok=True)
   _write_json(summary, os.path.join(out_dir, "metrics.json"))
@@ -527,8 +529,8 @@ class Validator:
     for mode in inference.NORM_MODES:
       translator = self.translators.get(mode)
       if translator is None:  # compiled once; later calls only swap the weights.
-        translator = self.translators[mode] = translator_lib.Translator(
-            self.config, generator_variables, norm_mode=mode)
+        translator = self.translators[mode] = translator_lib.Translator(  # no ensemble: 8x
+            self.config, generator_variables, norm_mode=mode, ensemble=False)
       else:
         translator.variables = jax.device_put(
             {"params": generator_variables["params"],

@@ -33,8 +33,10 @@ from pix2pix_jax import translator as translator_lib
 
 
 def export_generator(config: ml_collections.ConfigDict, variables: Mapping[str, Any], *,
-                     norm_mode: str, seed: int = 0) -> jax_export.Exported:
-  """The generator with `variables` baked in, exported with symbolic batch, height, width."""
+                     norm_mode: str, seed: int = 0,
+                     ensemble: bool = False) -> jax_export.Exported:
+  """The generator with `variables` baked in, exported with symbolic batch, height, width;
+  with `ensemble`, the mean over the 8 flips and rotations is part of the function."""
   paper_mode = inference.check_norm_mode(norm_mode) == "paper"
   # With symbolic shapes conv_ops takes the plain XLA convolutions whatever model.conv_impl
   # says, so the artifact runs on any device it is loaded on.
@@ -42,9 +44,14 @@ def export_generator(config: ml_collections.ConfigDict, variables: Mapping[str, 
   variables = jax.device_get({"params": variables["params"],
                               "batch_stats": variables.get("batch_stats", {})})
 
-  def generate(images):
+  def generate_one(images):
     return generator.apply(variables, images, train=paper_mode,
                            rngs={"dropout": jax.random.key(seed)})
+
+  def generate(images):
+    if ensemble:
+      return inference.ensemble_mean(generate_one, images, xp=jnp)
+    return generate_one(images)
   multiple, _ = models.size_multiple(config.model)
   # The ResNets reflect-pad their (h, w) bottleneck by 1: it needs 2 pixels a side.
   resnet = models.resnet_blocks(config.model.get("generator", "unet"))
@@ -65,7 +72,8 @@ def export_workdir(workdir: str, output: str, *, checkpoint: str = "latest",
   config, variables, description = translator_lib.load_workdir(workdir, checkpoint, overrides)
   norm_mode = inference.resolve_norm_mode(norm_mode or config.inference.norm_mode,
                                           config.batch_size)
-  exported = export_generator(config, variables, norm_mode=norm_mode)
+  ensemble = bool(config.inference.get("ensemble", False))
+  exported = export_generator(config, variables, norm_mode=norm_mode, ensemble=ensemble)
   output = os.path.abspath(os.path.expanduser(output))
   os.makedirs(os.path.dirname(output), exist_ok=True)
   with open(output, "wb") as f:
@@ -74,6 +82,8 @@ def export_workdir(workdir: str, output: str, *, checkpoint: str = "latest",
   info = {
       "format": "jax.export (StableHLO), load with jax.export.deserialize",
       "norm_mode": norm_mode,
+      "ensemble": (f"mean over the {inference.ENSEMBLE_SIZE} flips and 90-degree rotations "
+                   "(inside the function)" if ensemble else "off"),
       "input": f"float32 [batch, {multiple}*h, {multiple}*w, {config.model.input_channels}] "
                "in [-1, 1] (uint8 / 127.5 - 1)",
       "output": f"float32 [batch, {multiple}*h, {multiple}*w, "

@@ -57,6 +57,34 @@ def make_generate_fn(generator) -> Callable[..., jax.Array]:
   return generate
 
 
+ENSEMBLE_SIZE = 8  # the dihedral group of the square: 4 rotations, each flipped or not.
+
+
+def dihedral(images, k: int, xp=np):
+  """The k-th of the 8 flips and 90-degree rotations of NHWC `images` (k = 0: as they are);
+  `xp` is numpy or jax.numpy."""
+  if k >= 4:
+    images = xp.flip(images, axis=2)
+  return xp.rot90(images, k % 4, axes=(1, 2))
+
+
+def undo_dihedral(images, k: int, xp=np):
+  """The inverse of `dihedral(., k)`."""
+  images = xp.rot90(images, -(k % 4), axes=(1, 2))
+  return xp.flip(images, axis=2) if k >= 4 else images
+
+
+def ensemble_mean(generate: Callable, images, xp=np):
+  """The mean of `generate`'s outputs over the 8 flips and rotations of `images` (MAXIM's
+  and other deraining papers' test-time ensemble), each transformed back. Each transform is
+  its own `generate` call, so paper mode's batch statistics never mix the 8."""
+  total = None
+  for k in range(ENSEMBLE_SIZE):
+    output = undo_dihedral(generate(dihedral(images, k, xp)), k, xp)
+    total = output if total is None else total + output
+  return total / ENSEMBLE_SIZE
+
+
 def to_uint8(images) -> np.ndarray:
   """[-1, 1] floats -> uint8 pixels (rounded, clipped)."""
   images = (np.asarray(images, np.float32) + 1.0) * 127.5

@@ -167,12 +167,17 @@ class Translator:
   """A trained generator as a function of uint8 images of any size (see the module doc)."""
 
   def __init__(self, config: ml_collections.ConfigDict, variables: Mapping[str, Any], *,
-               norm_mode: Optional[str] = None, seed: int = 0):
+               norm_mode: Optional[str] = None, seed: int = 0,
+               ensemble: Optional[bool] = None):
     """`variables`: the generator's {'params', 'batch_stats'}; `norm_mode` defaults to
-    config.inference.norm_mode; `seed` draws paper mode's dropout (fixed per call)."""
+    config.inference.norm_mode; `seed` draws paper mode's dropout (fixed per call);
+    `ensemble` (default config.inference.ensemble): the mean over the 8 flips and
+    rotations of each image (of each tile, when tiled)."""
     self.config = config
     self.norm_mode = inference.resolve_norm_mode(
         norm_mode or config.inference.norm_mode, config.batch_size)
+    self.ensemble = bool(config.inference.get("ensemble", False) if ensemble is None
+                         else ensemble)
     self.multiple, why = models.size_multiple(config.model)
     self.input_channels = int(config.model.input_channels)
     self.output_channels = int(config.model.output_channels)
@@ -198,11 +203,11 @@ class Translator:
   @classmethod
   def from_workdir(cls, workdir: str, norm_mode: Optional[str] = None,
                    checkpoint: Union[str, int, None] = "latest",
-                   config_overrides: Optional[Mapping[str, Any]] = None, seed: int = 0
-                   ) -> "Translator":
+                   config_overrides: Optional[Mapping[str, Any]] = None, seed: int = 0,
+                   ensemble: Optional[bool] = None) -> "Translator":
     """The generator of a trained workdir; `checkpoint` is 'latest', 'best' or a step."""
     config, variables, _ = load_workdir(workdir, checkpoint, config_overrides)
-    return cls(config, variables, norm_mode=norm_mode, seed=seed)
+    return cls(config, variables, norm_mode=norm_mode, seed=seed, ensemble=ensemble)
 
   def __call__(self, image: ImageLike) -> np.ndarray:
     """uint8 output(s) of the same height and width (and batch) as `image`."""
@@ -211,9 +216,12 @@ class Translator:
     return outputs[0] if single else outputs
 
   def _generate(self, padded: np.ndarray) -> np.ndarray:
-    """[-1, 1] output of one padded uint8 HxWxC image."""
+    """[-1, 1] output of one padded uint8 HxWxC image (the ensemble's mean if on)."""
     images = inference.from_uint8(padded[None])
-    return np.asarray(self._apply(self.variables, images, self._rng))[0]
+    generate = lambda x: np.asarray(self._apply(self.variables, x, self._rng))
+    if self.ensemble:
+      return inference.ensemble_mean(generate, images)[0]
+    return generate(images)[0]
 
   def check_size(self, width: int, height: int) -> None:
     """Raises ValueError for a size this translator refuses (known from a file's header,

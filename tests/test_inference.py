@@ -70,3 +70,26 @@ def test_unknown_norm_mode_is_a_clear_error(trained):
 def test_uint8_round_trip():
   pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
   np.testing.assert_array_equal(inference.to_uint8(inference.from_uint8(pixels)), pixels)
+
+
+def test_dihedral_transforms_are_eight_and_undone():
+  images = np.arange(2 * 3 * 5 * 1).reshape(2, 3, 5, 1)  # not square: rotations swap sides.
+  seen = set()
+  for k in range(inference.ENSEMBLE_SIZE):
+    moved = inference.dihedral(images, k)
+    seen.add(moved.tobytes() + bytes(moved.shape))
+    np.testing.assert_array_equal(inference.undo_dihedral(moved, k), images)
+  assert len(seen) == 8
+
+
+def test_ensemble_calls_each_transform_alone():
+  """An equivariant function comes back unchanged; a batch-statistics one sees one
+  transform per call (paper mode must not mix the 8)."""
+  images = np.random.default_rng(0).uniform(-1, 1, (1, 4, 6, 3))
+  np.testing.assert_allclose(inference.ensemble_mean(lambda x: 2 * x, images), 2 * images)
+  shapes = []
+  def centred(x):
+    shapes.append(x.shape)
+    return x - x.mean()
+  np.testing.assert_allclose(inference.ensemble_mean(centred, images), images - images.mean())
+  assert shapes == [(1, 4, 6, 3), (1, 6, 4, 3)] * 4

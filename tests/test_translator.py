@@ -6,6 +6,7 @@ import pytest
 
 import pix2pix_jax
 from pix2pix_jax import configuration
+from pix2pix_jax import inference
 from pix2pix_jax import translator as translator_lib
 
 import tiny_workdir
@@ -132,3 +133,35 @@ def test_config_checks_name_the_key(key, value, message):
   (config[section] if section else config)[name] = value
   with pytest.raises(configuration.ConfigError, match=message):
     configuration.validate(config)
+
+
+@pytest.mark.parametrize("norm_mode", ["running", "paper"])
+def test_ensemble_is_the_mean_over_flips_and_rotations(workdir, norm_mode):
+  plain = pix2pix_jax.Translator.from_workdir(workdir, norm_mode=norm_mode)
+  ensemble = pix2pix_jax.Translator.from_workdir(workdir, norm_mode=norm_mode, ensemble=True)
+  assert ensemble.ensemble and not plain.ensemble
+  image = _image(32, 64, seed=4)
+  expected = np.mean([inference.undo_dihedral(
+      plain._generate(inference.dihedral(image[None], k)[0])[None], k)[0]
+                      for k in range(inference.ENSEMBLE_SIZE)], axis=0)
+  np.testing.assert_array_equal(ensemble(image), inference.to_uint8(expected))
+  assert not np.array_equal(ensemble(image), plain(image))
+
+
+def test_ensemble_with_tiles_and_in_export(workdir, tmp_path):
+  from jax import export as jax_export  # pylint: disable=g-import-not-at-top
+  from pix2pix_jax import export  # pylint: disable=g-import-not-at-top
+  tiled = pix2pix_jax.Translator.from_workdir(
+      workdir, norm_mode="running", ensemble=True,
+      config_overrides={"predict.tile_size": 32, "predict.overlap": 8})
+  assert tiled(_image(40, 70)).shape == (40, 70, 3)
+  path = str(tmp_path / "g.jax")
+  info = export.export_workdir(workdir, path, overrides={"inference.ensemble": True,
+                                                         "inference.norm_mode": "running"})
+  assert info["ensemble"].startswith("mean over the 8")
+  with open(path, "rb") as f:
+    exported = jax_export.deserialize(f.read())
+  image = _image(32, 64, seed=5)
+  ensemble = pix2pix_jax.Translator.from_workdir(workdir, norm_mode="running", ensemble=True)
+  output = np.asarray(exported.call(inference.from_uint8(image[None])))[0]
+  np.testing.assert_allclose(output, ensemble._generate(image), atol=1e-5)
