@@ -184,6 +184,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
                 "flips and 90-degree rotations of the image (of each tile when tiled; in "
                 "`paper` mode each its own batch); 8x the time. In-training validation "
                 "never uses it")
+  inference.add("ensemble_transforms", "dihedral",
+                "what `inference.ensemble` averages: `dihedral` (the 8 flips and rotations) or "
+                "`hflip` (the image and its mirror: the flip training augments with; rain "
+                "streaks keep their direction)")
 
   evaluation = top.section("eval")
   evaluation.add("protocol", "raindrop",

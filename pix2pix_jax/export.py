@@ -33,8 +33,8 @@ from pix2pix_jax import translator as translator_lib
 
 
 def export_generator(config: ml_collections.ConfigDict, variables: Mapping[str, Any], *,
-                     norm_mode: str, seed: int = 0,
-                     ensemble: bool = False) -> jax_export.Exported:
+                     norm_mode: str, seed: int = 0, ensemble: bool = False,
+                     ensemble_transforms: str = "dihedral") -> jax_export.Exported:
   """The generator with `variables` baked in, exported with symbolic batch, height, width;
   with `ensemble`, the mean over the 8 flips and rotations is part of the function."""
   paper_mode = inference.check_norm_mode(norm_mode) == "paper"
@@ -50,7 +50,8 @@ def export_generator(config: ml_collections.ConfigDict, variables: Mapping[str, 
 
   def generate(images):
     if ensemble:
-      return inference.ensemble_mean(generate_one, images, xp=jnp)
+      return inference.ensemble_mean(generate_one, images, xp=jnp,
+                                     transforms=ensemble_transforms)
     return generate_one(images)
   multiple, _ = models.size_multiple(config.model)
   # The ResNets reflect-pad their (h, w) bottleneck by 1: it needs 2 pixels a side.
@@ -73,7 +74,9 @@ def export_workdir(workdir: str, output: str, *, checkpoint: str = "latest",
   norm_mode = inference.resolve_norm_mode(norm_mode or config.inference.norm_mode,
                                           config.batch_size)
   ensemble = bool(config.inference.get("ensemble", False))
-  exported = export_generator(config, variables, norm_mode=norm_mode, ensemble=ensemble)
+  transforms = config.inference.get("ensemble_transforms", "dihedral")
+  exported = export_generator(config, variables, norm_mode=norm_mode, ensemble=ensemble,
+                              ensemble_transforms=transforms)
   output = os.path.abspath(os.path.expanduser(output))
   os.makedirs(os.path.dirname(output), exist_ok=True)
   with open(output, "wb") as f:
@@ -82,8 +85,8 @@ def export_workdir(workdir: str, output: str, *, checkpoint: str = "latest",
   info = {
       "format": "jax.export (StableHLO), load with jax.export.deserialize",
       "norm_mode": norm_mode,
-      "ensemble": (f"mean over the {inference.ENSEMBLE_SIZE} flips and 90-degree rotations "
-                   "(inside the function)" if ensemble else "off"),
+      "ensemble": (f"mean over {transforms} ({len(inference.ENSEMBLE_TRANSFORMS[transforms])} "
+                   "transforms, inside the function)" if ensemble else "off"),
       "input": f"float32 [batch, {multiple}*h, {multiple}*w, {config.model.input_channels}] "
                "in [-1, 1] (uint8 / 127.5 - 1)",
       "output": f"float32 [batch, {multiple}*h, {multiple}*w, "

@@ -74,15 +74,24 @@ def undo_dihedral(images, k: int, xp=np):
   return xp.flip(images, axis=2) if k >= 4 else images
 
 
-def ensemble_mean(generate: Callable, images, xp=np):
-  """The mean of `generate`'s outputs over the 8 flips and rotations of `images` (MAXIM's
-  and other deraining papers' test-time ensemble), each transformed back. Each transform is
-  its own `generate` call, so paper mode's batch statistics never mix the 8."""
+# inference.ensemble_transforms -> the `dihedral` indices averaged.
+ENSEMBLE_TRANSFORMS = {"dihedral": tuple(range(ENSEMBLE_SIZE)), "hflip": (0, 4)}
+
+
+def ensemble_mean(generate: Callable, images, xp=np, transforms: str = "dihedral"):
+  """The mean of `generate`'s outputs over the flips and rotations of `images`, each
+  transformed back: `dihedral`, all 8 (MAXIM's and other deraining papers' test-time
+  ensemble), or `hflip`, the image and its mirror (the flips training augments with). Each
+  transform is its own `generate` call, so paper mode's batch statistics never mix them."""
+  if transforms not in ENSEMBLE_TRANSFORMS:
+    raise ValueError(f"inference.ensemble_transforms={transforms!r} is not one of "
+                     f"{tuple(ENSEMBLE_TRANSFORMS)}.")
+  ks = ENSEMBLE_TRANSFORMS[transforms]
   total = None
-  for k in range(ENSEMBLE_SIZE):
+  for k in ks:
     output = undo_dihedral(generate(dihedral(images, k, xp)), k, xp)
     total = output if total is None else total + output
-  return total / ENSEMBLE_SIZE
+  return total / len(ks)
 
 
 def to_uint8(images) -> np.ndarray:

@@ -178,6 +178,9 @@ class Translator:
         norm_mode or config.inference.norm_mode, config.batch_size)
     self.ensemble = bool(config.inference.get("ensemble", False) if ensemble is None
                          else ensemble)
+    self.ensemble_transforms = config.inference.get("ensemble_transforms", "dihedral")
+    inference.ensemble_mean(lambda x: x, np.zeros((1, 1, 1, 1)),
+                            transforms=self.ensemble_transforms)  # checks the name.
     self.multiple, why = models.size_multiple(config.model)
     self.input_channels = int(config.model.input_channels)
     self.output_channels = int(config.model.output_channels)
@@ -220,7 +223,8 @@ class Translator:
     images = inference.from_uint8(padded[None])
     generate = lambda x: np.asarray(self._apply(self.variables, x, self._rng))
     if self.ensemble:
-      return inference.ensemble_mean(generate, images)[0]
+      return inference.ensemble_mean(generate, images,
+                                     transforms=self.ensemble_transforms)[0]
     return generate(images)[0]
 
   def check_size(self, width: int, height: int) -> None:

@@ -43,3 +43,16 @@ def test_error_split_separates_rain_from_background():
       lambda image: np.zeros_like(image) + 90, [("a", rainy, clean)], 4.0)
   assert darkens_everything["rain_model"] == 0.25 * 10**2
   assert darkens_everything["background_model"] == 0.75 * 10**2
+
+
+def test_ensemble_benchmark_scores_every_setting(tmp_path):
+  sys.path.insert(0, os.path.join(ROOT, "tests"))
+  import tiny_workdir  # pylint: disable=g-import-not-at-top
+  from benchmarks import ensemble  # pylint: disable=g-import-not-at-top
+  workdir = tiny_workdir.make(str(tmp_path / "w"), str(tmp_path / "cache"))
+  rows = ensemble.measure(workdir)
+  assert [(r["norm_mode"], r["ensemble"]) for r in rows] == [
+      (m, e) for m in ("paper", "running") for e in ("off", "dihedral", "hflip")]
+  assert len({round(r["psnr_y"], 6) for r in rows}) > 1
+  table = ensemble.markdown(rows, "python -m benchmarks.ensemble --workdir=W")
+  assert table.count("\n| `") == 6 and "--workdir=W" in table

@@ -93,3 +93,15 @@ def test_ensemble_calls_each_transform_alone():
     return x - x.mean()
   np.testing.assert_allclose(inference.ensemble_mean(centred, images), images - images.mean())
   assert shapes == [(1, 4, 6, 3), (1, 6, 4, 3)] * 4
+
+
+def test_hflip_ensemble_is_the_image_and_its_mirror():
+  images = np.random.default_rng(1).uniform(-1, 1, (1, 4, 6, 3))
+  calls = []
+  def record(x):
+    calls.append(x)
+    return x
+  np.testing.assert_allclose(inference.ensemble_mean(record, images, transforms="hflip"), images)
+  assert len(calls) == 2 and np.array_equal(calls[1], images[:, :, ::-1])
+  with pytest.raises(ValueError, match="ensemble_transforms='rot'"):
+    inference.ensemble_mean(record, images, transforms="rot")

@@ -158,7 +158,7 @@ def test_ensemble_with_tiles_and_in_export(workdir, tmp_path):
   path = str(tmp_path / "g.jax")
   info = export.export_workdir(workdir, path, overrides={"inference.ensemble": True,
                                                          "inference.norm_mode": "running"})
-  assert info["ensemble"].startswith("mean over the 8")
+  assert info["ensemble"].startswith("mean over dihedral (8 transforms")
   with open(path, "rb") as f:
     exported = jax_export.deserialize(f.read())
   image = _image(32, 64, seed=5)
