@@ -36,7 +36,12 @@ train: $(VENV)/.installed  ## train into $(WORKDIR): the CPU variant on a CPU, e
 	echo "Watch it: $(VENV)/bin/tensorboard --logdir $(WORKDIR)/tensorboard  (then open http://localhost:6006)"; \
 	$(PY) main.py --workdir=$(WORKDIR) --config=$$config $(ARGS)
 
-test: $(VENV)/.installed $(VENV)/.installed-torch  ## run the test suite (torch included)
+# selenium drives headless Chromium in the gallery's browser test (tests only).
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	$(PY) -m pip install --quiet -r requirements-test.txt
+	touch $@
+
+test: $(VENV)/.installed $(VENV)/.installed-torch $(VENV)/.installed-test  ## run the test suite (torch included)
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 test-fast: $(VENV)/.installed  ## the fast tier while working: no whole runs, subprocesses or torch training

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import sys
+import time
 from typing import Any, Iterator, Mapping, Optional
 
 from absl import logging
@@ -83,12 +84,14 @@ def protocol_of(config) -> str:
 def evaluate(translator: translator_lib.Translator, pairs, out_dir: str, *,
              total: Optional[int] = None,
              other: Optional[translator_lib.Translator] = None,
-             protocol: str = metrics.DEFAULT_PROTOCOL) -> dict[str, Any]:
+             protocol: str = metrics.DEFAULT_PROTOCOL,
+             about: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
   """Scores `translator` on (name, input, target) pairs; writes the reports into out_dir.
 
   `pairs` is iterated once (images are not kept); `total` sizes the progress bar. `other`
   (the same generator in the other norm mode) is scored beside it; `protocol` is one of
-  metrics.PROTOCOLS.
+  metrics.PROTOCOLS; `about` (e.g. workdir, checkpoint, date) heads the gallery and is kept
+  in the summary.
 
   Returns {"norm_mode": translator's, "protocol", "model": means, "identity": means, "by_norm_mode":
   {mode: means} for translator (and other)}; "identity" is empty when inputs and targets
@@ -119,7 +122,7 @@ def evaluate(translator: translator_lib.Translator, pairs, out_dir: str, *,
       rows.append(row)
       progress.update()
   summary = {"norm_mode": translator.norm_mode, "protocol": protocol,
-             "ensemble": translator.ensemble,
+             "ensemble": translator.ensemble, "about": dict(about or {}),
              "num_images": len(model.per_image), "model": model.summary(),
              "identity": identity.summary() if identity.per_image else {},
              "by_norm_mode": {translator.norm_mode: model.summary()}}
@@ -153,11 +156,14 @@ def evaluate_workdir(workdir: str, *, checkpoint: str = "latest",
   out_dir = os.path.abspath(os.path.expanduser(
       out_dir or os.path.join(os.path.expanduser(workdir), "eval")))
   protocol = protocol_of(config)
+  about = {"workdir": os.path.abspath(os.path.expanduser(workdir)), "checkpoint": description,
+           "date": time.strftime("%Y-%m-%d %H:%M")}
   if sets is not None:
-    return evaluate_sets(translator, other, config, sets, out_dir, protocol=protocol)
+    return evaluate_sets(translator, other, config, sets, out_dir, protocol=protocol,
+                         about=about)
   source = datasets.get_data_sources(config.data, seed=config.seed)["test"]
   summary = evaluate(translator, eval_pairs(config, source), out_dir, total=len(source),
-                     other=other, protocol=protocol)
+                     other=other, protocol=protocol, about={**about, "test set": "test split"})
   logging.info("Wrote %s/metrics.json, per_image.csv and index.html.", out_dir)
   return summary
 
@@ -197,7 +203,7 @@ def average_of_sets(per_set: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def evaluate_sets(translator, other, config, sets: Mapping[str, Any], out_dir: str, *,
-                  protocol: str) -> dict[str, Any]:
+                  protocol: str, about: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
   """Scores every set into out_dir/<set>/ (its own gallery) and writes one table of them.
 
   metrics.json: {"norm_mode", "protocol", "sets": {name: `evaluate`'s summary},
@@ -210,10 +216,10 @@ def evaluate_sets(translator, other, config, sets: Mapping[str, Any], out_dir: s
     logging.info("Scoring the test set %s (%d pairs).", name, len(source))
     per_set[name] = evaluate(translator, eval_pairs(config, source),
                              os.path.join(out_dir, name), total=len(source), other=other,
-                             protocol=protocol)
+                             protocol=protocol, about={**(about or {}), "test set": name})
   average = average_of_sets(per_set)
   summary = {"norm_mode": translator.norm_mode, "protocol": protocol,
-             "ensemble": translator.ensemble, "sets": per_set,
+             "ensemble": translator.ensemble, "about": dict(about or {}), "sets": per_set,
              "average": average, **average}
   os.makedirs(out_dir, exist_ok=True)
   _write_json(summary, os.path.join(out_dir, "metrics.json"))
@@ -280,8 +286,9 @@ def _write_sets_page(summary: Mapping[str, Any], path: str) -> None:
   """index.html of a multi-set evaluation: the table, each set linking its gallery."""
   headings = _set_headings(summary)
   out = ["<!doctype html><html><head><meta charset='utf-8'><title>pix2pix_jax eval</title>",
+         "<link rel='icon' href='data:,'>",
          f"<style>{_GALLERY_STYLE}</style></head><body><h1>Evaluation: "
-         f"{len(summary['sets'])} test sets</h1>",
+         f"{len(summary['sets'])} test sets</h1>", _about_paragraph(summary),
          f"<p>Protocol {html.escape(summary['protocol'])}, norm mode "
          f"{html.escape(summary['norm_mode'])}; average: the mean of the set means. Each set "
          "links its gallery.</p><table id='sets'><tr>"
@@ -375,8 +382,9 @@ def _write_gallery(rows: list[dict[str, Any]], summary, path: str) -> None:
   header = ["#", "name"] + image_kinds + metric_columns
   columns = _columns(summary)
   out = ["<!doctype html><html><head><meta charset='utf-8'><title>pix2pix_jax eval</title>",
+         "<link rel='icon' href='data:,'>",
          f"<style>{_GALLERY_STYLE}</style><script>{_GALLERY_SCRIPT}</script></head><body>",
-         "<h1>Evaluation</h1><table><tr><th>metric</th>"
+         "<h1>Evaluation</h1>", _about_paragraph(summary), "<table><tr><th>metric</th>"
          + "".join(f"<th>{html.escape(h)}</th>" for h, _ in columns) + "</tr>"]
   for key in summary["model"]:
     out.append(f"<tr><td>{key}</td>" + "".join(
@@ -402,6 +410,18 @@ def _write_gallery(rows: list[dict[str, Any]], summary, path: str) -> None:
   out.append("</tbody></table></body></html>")
   with open(path, "w") as f:
     f.write("\n".join(out))
+
+
+def _about_paragraph(summary: Mapping[str, Any]) -> str:
+  """What was scored: workdir, checkpoint, test set, norm mode, protocol, ensemble, date."""
+  about = dict(summary.get("about") or {})
+  items = [(key, about.pop(key)) for key in ("workdir", "checkpoint", "test set") if key in about]
+  items += [("norm mode", summary.get("norm_mode")), ("protocol", summary.get("protocol")),
+            ("ensemble", "on" if summary.get("ensemble") else "off")]
+  items += list(about.items())
+  return "<p id='about'>" + "; ".join(
+      f"<b>{html.escape(str(k))}</b>: {html.escape(str(v))}" for k, v in items
+      if v is not None) + "</p>"
 
 
 def _inside(path: str, folder: str) -> bool:

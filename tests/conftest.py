@@ -25,6 +25,7 @@ jax.config.update("jax_num_cpu_devices", 2)
 # single tests are marked `@pytest.mark.slow` where they are (a whole step per conv impl).
 SLOW_MODULES = frozenset({
     "test_benchmarks", "test_distributed", "test_end_to_end", "test_eval_sets", "test_experiments",
+    "test_gallery_browser",
     "test_modes", "test_resume", "test_safeguards", "test_torch_import",
     "test_torch_training", "test_vs_reference", "test_translator", "test_paired_datasets",
 })
