@@ -137,6 +137,14 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   model.add("dropout_placement", "pytorch",
             "`pytorch` (decoder blocks 2-4 of unet_256, the reference's) or `lua` (blocks "
             "1-3, the original Lua code's); see *Choices where the references differ*")
+  model.add("upsample", "transpose",
+            "the generators' x2 upsampling: `transpose` (transposed convolutions: the paper "
+            "and the reference) or `nearest` / `bilinear` (resize, then a 3x3 stride-1 "
+            "convolution: no checkerboard, Odena et al. 2016). Generator parameters: "
+            "unet_256 54,413,955 (transpose) / 39,157,763 (resize); resnet_9blocks "
+            "11,383,427 either way (its up-convolutions are 3x3 already); the cpu variant's "
+            "U-Net 7,314,755 / 5,335,043 (tests/test_models.py checks these). An "
+            "architecture key; the PyTorch import needs `transpose`")
   model.add("input_channels", 3, "input image channels, 1 or 3 (the reference's `--input_nc`)")
   model.add("output_channels", 3,
             "output image channels, 1 or 3 (the reference's `--output_nc`)")

@@ -38,9 +38,10 @@ ITEMS = ("state", "rng", "config", "generator_weights", "discriminator_weights")
 # Keys that change the networks' variables: a checkpoint only fits a config that agrees.
 ARCHITECTURE_KEYS = ("model.num_downs", "model.ngf", "model.ndf", "model.norm",
                      "model.d_layers", "model.input_channels", "model.output_channels",
-                     "model.skip_connections", "loss.conditional", "model.generator")
+                     "model.skip_connections", "loss.conditional", "model.generator",
+                     "model.upsample")
 # The value of an architecture key that older configs lack.
-ARCHITECTURE_DEFAULTS = {"model.generator": "unet"}
+ARCHITECTURE_DEFAULTS = {"model.generator": "unet", "model.upsample": "transpose"}
 # Keys whose change re-shapes the learning-rate schedule of a resumed run.
 SCHEDULE_KEYS = ("num_train_steps", "decay_steps", "optim.lr", "optim.lr_policy",
                  "optim.lr_decay_steps")

@@ -143,6 +143,8 @@ def _validate_parity(config: ml_collections.ConfigDict) -> None:
   model, optim = config.model, config.optim
   if "generator" in model:
     _one_of(model, "generator", models.GENERATORS, prefix="model.")
+  if "upsample" in model:
+    _one_of(model, "upsample", layers.UPSAMPLES, prefix="model.")
   if "init_type" in model:
     _one_of(model, "init_type", layers.INIT_TYPES, prefix="model.")
     _check(model.init_gain > 0, f"model.init_gain={model.init_gain} must be > 0.")

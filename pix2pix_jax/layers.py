@@ -140,6 +140,29 @@ class ConvTranspose(Conv):
     return self._add_bias(y)
 
 
+UPSAMPLES = ("transpose", "nearest", "bilinear")
+
+
+class ResizeConv(Conv):
+  """x2 resize then a 3x3 stride-1 convolution (padding 1): Odena et al. 2016's cure for
+  the checkerboard of transposed convolutions (`model.upsample` nearest / bilinear).
+
+  Called as `ConvTranspose` is (its kernel_size, strides, padding and output_padding are
+  ignored); the kernel is a plain conv's (kh, kw, in, out) with its init.
+  """
+  method: str = "nearest"
+  output_padding: int = 0  # ConvTranspose's signature; unused.
+
+  @nn.compact
+  def __call__(self, x):
+    n, h, w, c = x.shape
+    x = jax.image.resize(x.astype(self.dtype), (n, 2 * h, 2 * w, c), method=self.method)
+    kernel = self.param("kernel", kernel_init(self.init_type, self.init_gain),
+                        (3, 3, c, self.features), jnp.float32).astype(self.dtype)
+    return self._add_bias(conv_ops.conv2d(x, kernel, stride=1, padding=1,
+                                          impl=self.conv_impl))
+
+
 class BatchNorm(nn.Module):
   """Batch norm with PyTorch's semantics (momentum 0.1, eps 1e-5, affine, running stats).
 
@@ -250,16 +273,21 @@ class Dropout(nn.Module):
 class LayerDefs(NamedTuple):
   """What a network hands its blocks: layer factories with its dtype, impl, init and axis."""
   conv: ModuleDef  # Conv(features, kernel_size, strides, padding, use_bias=...)
-  conv_transpose: ModuleDef  # ConvTranspose(...), same arguments and output_padding
+  up_conv: ModuleDef  # x2 up: ConvTranspose(...) (+ output_padding) or ResizeConv
   norm: ModuleDef  # norm(name=...)(x, train=...)
   use_bias: bool  # whether a conv followed by `norm` has a bias (`uses_bias`)
 
 
 def layer_defs(*, norm: str, axis_name: Optional[str], dtype: Any, conv_impl: str,
-               init_type: str, init_gain: float) -> LayerDefs:
+               init_type: str, init_gain: float, upsample: str = "transpose") -> LayerDefs:
   """The `LayerDefs` of a network with these fields."""
   common = {"dtype": dtype, "conv_impl": conv_impl, "init_type": init_type,
             "init_gain": init_gain}
-  return LayerDefs(conv=functools.partial(Conv, **common),
-                   conv_transpose=functools.partial(ConvTranspose, **common),
+  if upsample == "transpose":
+    up_conv = functools.partial(ConvTranspose, **common)
+  elif upsample in UPSAMPLES:
+    up_conv = functools.partial(ResizeConv, method=upsample, **common)
+  else:
+    raise ValueError(f"model.upsample={upsample!r} is not one of {UPSAMPLES}.")
+  return LayerDefs(conv=functools.partial(Conv, **common), up_conv=up_conv,
                    norm=make_norm(norm, axis_name, init_gain), use_bias=uses_bias(norm))

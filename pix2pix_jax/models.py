@@ -31,11 +31,12 @@ class Network(nn.Module):
   conv_impl: str = "auto"  # how each conv pass is computed (conv_ops); same parameters
   init_type: str = "normal"  # the reference's init_weights (layers.kernel_init)
   init_gain: float = 0.02
+  upsample: str = "transpose"  # generators' x2 up: transpose | nearest | bilinear (+ 3x3 conv)
 
   def layers(self) -> layers.LayerDefs:
     return layers.layer_defs(norm=self.norm, axis_name=self.axis_name, dtype=self.dtype,
                              conv_impl=self.conv_impl, init_type=self.init_type,
-                             init_gain=self.init_gain)
+                             init_gain=self.init_gain, upsample=self.upsample)
 
 
 class UNetBlock(nn.Module):
@@ -56,7 +57,7 @@ class UNetBlock(nn.Module):
     outermost = self.depth == 0
     innermost = self.depth == len(self.channels) - 1
     outer, inner = self.channels[self.depth]
-    conv, conv_transpose, norm, bias = self.layer_defs
+    conv, up_conv, norm, bias = self.layer_defs
 
     h = x if outermost else nn.leaky_relu(x, 0.2)
     h = conv(inner, use_bias=bias, name="down_conv")(h)
@@ -67,7 +68,7 @@ class UNetBlock(nn.Module):
                     self.layer_defs, depth=self.depth + 1, name="submodule")(
                         h, train=train, example_ids=example_ids)
     h = nn.relu(h)
-    h = conv_transpose(self.out_features, use_bias=outermost or bias, name="up_conv")(h)
+    h = up_conv(self.out_features, use_bias=outermost or bias, name="up_conv")(h)
     if outermost:
       return jnp.tanh(h)
     h = norm(name="up_norm")(h, train=train)
@@ -190,7 +191,7 @@ class ResnetGenerator(Network):
   @nn.compact
   def __call__(self, x, *, train: bool, example_ids=None):
     defs = self.layers()
-    conv, conv_transpose, norm, bias = defs
+    conv, up_conv, norm, bias = defs
     h = conv(self.ngf, 7, 1, 0, use_bias=bias, name="conv_in")(layers.reflect_pad(x, 3))
     h = nn.relu(norm(name="norm_in")(h, train=train))
     for i in range(2):
@@ -200,8 +201,8 @@ class ResnetGenerator(Network):
       h = ResnetBlock(self.ngf * 4, self.use_dropout, defs, name=f"block_{i}")(
           h, train=train, example_ids=example_ids)
     for i in range(2):
-      h = conv_transpose(self.ngf * 2 ** (1 - i), 3, 2, 1, use_bias=bias, output_padding=1,
-                         name=f"up_{i}")(h)
+      h = up_conv(self.ngf * 2 ** (1 - i), 3, 2, 1, use_bias=bias, output_padding=1,
+                  name=f"up_{i}")(h)
       h = nn.relu(norm(name=f"up_norm_{i}")(h, train=train))
     h = conv(self.output_channels, 7, 1, 0, name="conv_out")(layers.reflect_pad(h, 3))
     return jnp.tanh(h).astype(jnp.float32)
@@ -246,7 +247,8 @@ def create_generator(model_config, *, axis_name: Optional[str] = None,
   common = {"ngf": model_config.ngf, "output_channels": model_config.output_channels,
             "norm": model_config.norm, "use_dropout": model_config.dropout,
             "axis_name": axis_name, "dtype": dtype,
-            "conv_impl": model_config.get("conv_impl", "auto"), **_init_args(model_config)}
+            "conv_impl": model_config.get("conv_impl", "auto"),
+            "upsample": model_config.get("upsample", "transpose"), **_init_args(model_config)}
   n_blocks = resnet_blocks(model_config.get("generator", "unet"))
   if n_blocks:
     return ResnetGenerator(n_blocks=n_blocks, **common)

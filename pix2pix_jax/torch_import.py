@@ -254,6 +254,12 @@ def _check_supported(config: ml_collections.ConfigDict) -> None:
     raise configuration.ConfigError(
         "model.skip_connections=False (the encoder-decoder ablation) has no counterpart in the "
         "PyTorch reference; import with model.skip_connections=True.")
+  upsample = config.model.get("upsample", "transpose")
+  if upsample != "transpose":
+    raise configuration.ConfigError(
+        f"model.upsample={upsample!r} (resize, then a 3x3 convolution) has no counterpart in "
+        "the PyTorch reference, whose generators upsample with transposed convolutions: "
+        "import with model.upsample='transpose'.")
 
 
 def _describe(config: ml_collections.ConfigDict, keys: tuple[str, ...]) -> str:

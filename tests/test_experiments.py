@@ -211,3 +211,17 @@ def test_committed_tables_name_no_absolute_workdir(tmp_path, monkeypatch):
   assert experiments.displayed_command(["--workdir", "/elsewhere/r", "--scale=cpu"]) == (
       "python -m pix2pix_jax.experiments --workdir W --scale=cpu")
   assert "--workdir=W " in experiments.default_command("losses", "/elsewhere/r", "cpu")
+
+
+def test_keys_added_later_leave_the_run_folders_of_older_runs_alone():
+  from configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config("tiny")
+  older = default.get_config("tiny")
+  for key in experiments.HASH_NEUTRAL:
+    section, name = key.split(".")
+    if name in older[section]:
+      del older[section][name]
+  del older["eval"]
+  assert experiments.config_hash(config) == experiments.config_hash(older)
+  config.model.upsample = "nearest"
+  assert experiments.config_hash(config) != experiments.config_hash(older)

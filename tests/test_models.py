@@ -202,3 +202,54 @@ def test_generator_dropout_modules_placed_as_configured():
   assert count_dropouts() == 3
   assert count_dropouts(dropout_placement="lua") == 3
   assert count_dropouts(use_dropout=False) == 0
+
+
+@pytest.mark.parametrize("upsample", ["nearest", "bilinear"])
+def test_resize_conv_upsampling_is_resize_then_a_3x3_conv(upsample):
+  layer = layers.ResizeConv(5, method=upsample, conv_impl="xla")
+  x = jax.random.normal(jax.random.key(0), (2, 4, 6, 3))
+  variables = layer.init(jax.random.key(1), x)
+  assert variables["params"]["kernel"].shape == (3, 3, 3, 5)
+  expected = jax.lax.conv_general_dilated(
+      jax.image.resize(x, (2, 8, 12, 3), upsample), variables["params"]["kernel"], (1, 1),
+      ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(layer.apply(variables, x), expected + variables["params"]["bias"],
+                             atol=1e-5)
+
+
+@pytest.mark.parametrize("make,shape,transpose,resize", [
+    (lambda up: models.UNetGenerator(num_downs=8, ngf=64, upsample=up), (1, 256, 256, 3),
+     54_413_955, 39_157_763),
+    (lambda up: models.ResnetGenerator(n_blocks=9, ngf=64, upsample=up), (1, 256, 256, 3),
+     11_383_427, 11_383_427),
+    (lambda up: models.UNetGenerator(num_downs=6, ngf=32, upsample=up), (1, 64, 64, 3),
+     7_314_755, 5_335_043),
+])
+def test_upsample_parameter_counts_as_documented(make, shape, transpose, resize):
+  """The counts configs/default.py's help of model.upsample states."""
+  counts = {}
+  for upsample in layers.UPSAMPLES:
+    params = _abstract_init(make(upsample), shape)["params"]
+    counts[upsample] = sum(x.size for x in jax.tree.leaves(params))
+    output = jax.eval_shape(lambda m=make(upsample): m.apply(
+        _init(m, shape), jnp.zeros(shape), train=False))
+    assert output.shape == shape
+  assert counts == {"transpose": transpose, "nearest": resize, "bilinear": resize}
+
+
+def test_upsample_is_an_architecture_key_and_the_torch_import_needs_transpose():
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from pix2pix_jax import checkpoints, configuration, torch_import  # pylint: disable=g-import-not-at-top
+  saved = default.get_config("tiny")
+  del saved.model["upsample"]  # a config written before the key: reads as transpose.
+  config = default.get_config("tiny")
+  assert checkpoints.architecture_differences(saved, config) == []
+  config.model.upsample = "bilinear"
+  assert checkpoints.architecture_differences(saved, config) == [
+      "model.upsample: 'transpose' -> 'bilinear'"]
+  with pytest.raises(configuration.ConfigError, match="model.upsample='bilinear'.*no "
+                     "counterpart in the PyTorch reference"):
+    torch_import._check_supported(config)  # pylint: disable=protected-access
+  config.model.upsample = "cubic"
+  with pytest.raises(configuration.ConfigError, match="model.upsample='cubic' is not one of"):
+    configuration.validate(config)

@@ -11,4 +11,4 @@ tests). `python -m pix2pix_jax.experiments --suite=SUITE --workdir=W --scale=SCA
 and evaluates a whole suite and writes its table and figure.
 """
 
-SUITES = ("losses", "generators", "patch_sizes")
+SUITES = ("losses", "generators", "patch_sizes", "upsampling")
