@@ -24,6 +24,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from pix2pix_jax import compile_cache
 from pix2pix_jax import configuration
 from pix2pix_jax import datasets
 from pix2pix_jax import distributed
@@ -107,6 +108,7 @@ def main(argv):
     raise app.UsageError("--init_from needs --mode=train.")
   try:
     start_processes()  # before anything touches a device.
+    compile_cache.enable(FLAGS.config)  # before anything compiles.
     MODES[FLAGS.mode]()
   except (configuration.DataError, train.NonFiniteError) as e:  # the run's data or numbers.
     logging.error("%s", e)

@@ -217,6 +217,15 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
               "tiles (running mode only); a multiple of `2**model.num_downs`")
   predict.add("overlap", 64, "pixels over which neighbouring tiles cross-fade")
 
+  compilation_cache = top.section("compilation_cache")
+  compilation_cache.add("dir", "",
+                        "JAX's persistent compilation cache (a second run skips compiling "
+                        "the step): `\"\"` = `data.cache_dir/jax_compilation_cache`, `off` = "
+                        "none")
+  compilation_cache.add("max_mb", 2048,
+                        "its size bound in MB (least recently used entries go first; 0 = "
+                        "unbounded)")
+
   if variant:
     _apply_variant(config, variant)
   return config

@@ -69,7 +69,8 @@ def load_suite(suite: str) -> ModuleType:
 # run again finds them). A key added later, with a value that changes nothing, goes here.
 HASH_NEUTRAL = {"eval.protocol": "raindrop", "eval.sets": "", "eval.sets_dir": "",
                 "inference.ensemble": False, "inference.ensemble_transforms": "dihedral",
-                "model.upsample": "transpose"}
+                "model.upsample": "transpose", "compilation_cache.dir": "",
+                "compilation_cache.max_mb": 2048}
 
 
 def config_hash(config: ml_collections.ConfigDict) -> str:
