@@ -11,6 +11,7 @@ JAX_COMPILATION_CACHE_DIR (e.g. the tests) keeps its own.
 import os
 from typing import Optional
 
+from absl import logging
 import jax
 import ml_collections
 
@@ -36,7 +37,12 @@ def enable(config: ml_collections.ConfigDict) -> Optional[str]:
   folder = cache_dir(config)
   if folder is None:
     return None
-  os.makedirs(folder, exist_ok=True)
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as e:  # a read-only home, a file in the way: run without the cache.
+    logging.warning("No compilation cache (%s: %s); set compilation_cache.dir elsewhere, or "
+                    "to 'off'.", folder, e.strerror or e)
+    return None
   max_mb = int((config.get("compilation_cache") or {}).get("max_mb", 2048))
   jax.config.update("jax_compilation_cache_dir", folder)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

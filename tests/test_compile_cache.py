@@ -38,3 +38,11 @@ def test_off_and_an_environment_setting_win(tmp_path, monkeypatch, restore_jax_c
   config.compilation_cache.dir = str(tmp_path / "jcc")
   monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "env"))
   assert compile_cache.enable(config) is None and not (tmp_path / "jcc").exists()
+
+
+def test_an_unusable_folder_means_no_cache_not_a_crash(tmp_path, restore_jax_config):
+  del restore_jax_config
+  config = default.get_config("tiny")
+  (tmp_path / "file").write_text("in the way")
+  config.compilation_cache.dir = str(tmp_path / "file" / "cache")
+  assert compile_cache.enable(config) is None
