@@ -24,9 +24,14 @@ from pix2pix_jax import inference
 from pix2pix_jax import translator as translator_lib
 from pix2pix_jax import writers
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The trained workdir.", required=True)
-_CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "latest, best or a step.")
-_OUT = flags.DEFINE_string("out", "", "A markdown file for the table (optional).")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command line's flags (defined when run as a script: importing defines none)."""
+  flags.DEFINE_string("workdir", None, "The trained workdir.", required=True)
+  flags.DEFINE_string("checkpoint", "latest", "latest, best or a step.")
+  flags.DEFINE_string("out", "", "A markdown file for the table (optional).")
 
 
 def measure(workdir: str, checkpoint: str = "latest") -> list[dict]:
@@ -75,7 +80,7 @@ def markdown(rows: list[dict], command: str) -> str:
 def main(argv):
   del argv
   writers.quiet_library_logs()
-  rows = measure(_WORKDIR.value, _CHECKPOINT.value)
+  rows = measure(FLAGS.workdir, FLAGS.checkpoint)
   for row in rows:
     print(json.dumps(row))
   by = {(r["norm_mode"], r["ensemble"]): r for r in rows}
@@ -87,14 +92,15 @@ def main(argv):
       summary[f"{mode}_{transforms}_time_ratio"] = (on["seconds_per_image"]
                                                     / off["seconds_per_image"])
   print(json.dumps(summary))
-  if _OUT.value:
-    workdir = _WORKDIR.value
+  if FLAGS.out:
+    workdir = FLAGS.workdir
     shown = workdir if not os.path.isabs(workdir) else "W"
     args = [f"--workdir={shown}" if a.startswith("--workdir") else a for a in sys.argv[1:]]
     command = shlex.join(["python", "-m", "benchmarks.ensemble"] + args)
-    with open(_OUT.value, "w") as f:
+    with open(FLAGS.out, "w") as f:
       f.write(markdown(rows, command))
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
