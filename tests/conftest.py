@@ -22,7 +22,9 @@ jax.config.update("jax_num_cpu_devices", 2)
 # Modules whose tests train whole runs, start subprocesses (the CLI, several processes) or
 # train against torch: the `slow` tier. `make test-fast` (-m "not slow") runs the rest:
 # models, conv_ops, losses and steps, metrics, the input pipeline and datasets. A few
-# single tests are marked `@pytest.mark.slow` where they are (a whole step per conv impl).
+# single tests are marked `@pytest.mark.slow` where they are (a whole step per conv impl or
+# GAN loss, one against two devices): make test-fast, 205 tests, 1:50 from a cold
+# compilation cache on an idle 2-core machine, about 1 minute warm.
 SLOW_MODULES = frozenset({
     "test_benchmarks", "test_distributed", "test_end_to_end", "test_eval_sets", "test_experiments",
     "test_gallery_browser",

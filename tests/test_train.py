@@ -44,6 +44,7 @@ def _run_steps(config, devices, num_steps, with_grads=False):
   return replicated, history
 
 
+@pytest.mark.slow  # compiles a pmapped step on 1 and on 2 devices (~45 s cold)
 def test_two_devices_match_one_device():
   assert jax.local_device_count() == 2, "tests/conftest.py should fake 2 CPU devices"
   # The paper's LR: G's gradients pass through D after its first (sign-like) Adam step,
@@ -91,6 +92,7 @@ def test_gan_none_trains_generator_only():
   np.testing.assert_allclose(history[0]["g_loss"][0], 100 * history[0]["g_l1"][0], rtol=1e-6)
 
 
+@pytest.mark.slow  # a whole step per GAN loss (~30 s cold)
 @pytest.mark.parametrize("overrides", [{"loss.gan": "lsgan"},
                                        {"loss.conditional": False, "model.norm": "instance"}])
 def test_loss_variants_run(overrides):
