@@ -66,7 +66,6 @@ flags.DEFINE_integer("steps", None, "Overrides num_train_steps (decay_steps is k
 flags.DEFINE_string("out", None, "Optional markdown file: the tables and the command.")
 
 IMPLS = ("pix2pix_jax", "reference")
-NORM_MODES = ("paper", "running")
 
 
 def emit(record: dict) -> None:
@@ -118,7 +117,7 @@ class Ours:
   def translators(self, config):
     variables = parallel.unreplicate(self.state).generator.variables
     return {mode: translator_lib.Translator(config, variables, norm_mode=mode)
-            for mode in NORM_MODES}
+            for mode in inference.NORM_MODES}
 
 
 class Reference:
@@ -180,7 +179,7 @@ class Reference:
         output = output[0].numpy().transpose(1, 2, 0)
         return inference.to_uint8(output[top:top + h, left:left + w])
       return translate
-    return {mode: translator(mode) for mode in NORM_MODES}
+    return {mode: translator(mode) for mode in inference.NORM_MODES}
 
 
 def score(translators, pairs) -> dict[str, float]:
@@ -223,7 +222,7 @@ def run_seed(config, seed: int) -> list[dict]:
     records.append({
         "impl": impl, "seed": seed, "steps": config.num_train_steps,
         "identity_psnr_y": identity, **scores,
-        **{f"gain_{mode}": scores[f"{mode}_psnr_y"] - identity for mode in NORM_MODES},
+        **{f"gain_{mode}": scores[f"{mode}_psnr_y"] - identity for mode in inference.NORM_MODES},
         "train_s": train_s[impl]})
   return records
 

@@ -5,6 +5,7 @@ import os
 import ml_collections
 
 from pix2pix_jax import conv_ops
+from pix2pix_jax import inference
 from pix2pix_jax import layers
 from pix2pix_jax import losses
 from pix2pix_jax import metrics
@@ -16,7 +17,6 @@ LR_POLICIES = ("linear", "step", "plateau", "cosine")
 LAYOUTS = ("auto", "aligned", "folders")
 ON_BAD_FILE = ("error", "skip")
 TEST_SPLITS = ("test_a", "test_b")
-NORM_MODES = ("auto", "paper", "running")
 DTYPES = ("float32", "bfloat16")
 SYNTHETIC_SPLITS = ("auto", "regions", "photos")
 
@@ -110,9 +110,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _one_of(config, "model.dropout_placement", models.DROPOUT_PLACEMENTS)
   _one_of(config, "loss.gan", losses.GAN_LOSSES)
   validate_data_choices(config.data)
-  _one_of(config, "inference.norm_mode", NORM_MODES)
+  _one_of(config, "inference.norm_mode", inference.CONFIG_NORM_MODES)
   if lookup(config, "eval.protocol") is not None:  # older configs lack it: raindrop.
     _one_of(config, "eval.protocol", metrics.PROTOCOLS)
+  if lookup(config, "inference.ensemble_transforms") is not None:  # older: dihedral.
+    _one_of(config, "inference.ensemble_transforms", inference.ENSEMBLE_TRANSFORMS)
   _one_of(config, "model.conv_impl", conv_ops.CONV_IMPLS)
   _one_of(config, "model.dtype", DTYPES)
   model, data = config.model, config.data

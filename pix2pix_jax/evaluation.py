@@ -289,9 +289,8 @@ def _write_sets_page(summary: Mapping[str, Any], path: str) -> None:
          "<link rel='icon' href='data:,'>",
          f"<style>{_GALLERY_STYLE}</style></head><body><h1>Evaluation: "
          f"{len(summary['sets'])} test sets</h1>", _about_paragraph(summary),
-         f"<p>Protocol {html.escape(summary['protocol'])}, norm mode "
-         f"{html.escape(summary['norm_mode'])}; average: the mean of the set means. Each set "
-         "links its gallery.</p><table id='sets'><tr>"
+         "<p>average: the mean of the set means. Each set links its gallery.</p>"
+         "<table id='sets'><tr>"
          + "".join(f"<th>{html.escape(h)}</th>" for h in headings) + "</tr>"]
   for name, count, values in _set_rows(summary):
     label = (f"<a href='{html.escape(name, quote=True)}/index.html'>{html.escape(name)}</a>"

@@ -34,7 +34,8 @@ from pix2pix_jax import translator as translator_lib
 
 def export_generator(config: ml_collections.ConfigDict, variables: Mapping[str, Any], *,
                      norm_mode: str, seed: int = 0, ensemble: bool = False,
-                     ensemble_transforms: str = "dihedral") -> jax_export.Exported:
+                     ensemble_transforms: str = inference.DEFAULT_ENSEMBLE_TRANSFORMS
+                     ) -> jax_export.Exported:
   """The generator with `variables` baked in, exported with symbolic batch, height, width;
   with `ensemble`, the mean over the 8 flips and rotations is part of the function."""
   paper_mode = inference.check_norm_mode(norm_mode) == "paper"
@@ -74,7 +75,8 @@ def export_workdir(workdir: str, output: str, *, checkpoint: str = "latest",
   norm_mode = inference.resolve_norm_mode(norm_mode or config.inference.norm_mode,
                                           config.batch_size)
   ensemble = bool(config.inference.get("ensemble", False))
-  transforms = config.inference.get("ensemble_transforms", "dihedral")
+  transforms = config.inference.get("ensemble_transforms",
+                                    inference.DEFAULT_ENSEMBLE_TRANSFORMS)
   exported = export_generator(config, variables, norm_mode=norm_mode, ensemble=ensemble,
                               ensemble_transforms=transforms)
   output = os.path.abspath(os.path.expanduser(output))
@@ -85,7 +87,7 @@ def export_workdir(workdir: str, output: str, *, checkpoint: str = "latest",
   info = {
       "format": "jax.export (StableHLO), load with jax.export.deserialize",
       "norm_mode": norm_mode,
-      "ensemble": (f"mean over {transforms} ({len(inference.ENSEMBLE_TRANSFORMS[transforms])} "
+      "ensemble": (f"mean over {transforms} ({len(inference.ensemble_indices(transforms))} "
                    "transforms, inside the function)" if ensemble else "off"),
       "input": f"float32 [batch, {multiple}*h, {multiple}*w, {config.model.input_channels}] "
                "in [-1, 1] (uint8 / 127.5 - 1)",

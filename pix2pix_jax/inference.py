@@ -76,17 +76,24 @@ def undo_dihedral(images, k: int, xp=np):
 
 # inference.ensemble_transforms -> the `dihedral` indices averaged.
 ENSEMBLE_TRANSFORMS = {"dihedral": tuple(range(ENSEMBLE_SIZE)), "hflip": (0, 4)}
+DEFAULT_ENSEMBLE_TRANSFORMS = "dihedral"  # where a config lacks the key
 
 
-def ensemble_mean(generate: Callable, images, xp=np, transforms: str = "dihedral"):
+def ensemble_indices(transforms: str) -> tuple[int, ...]:
+  """The `dihedral` indices `inference.ensemble_transforms` names; ValueError if none."""
+  if transforms not in ENSEMBLE_TRANSFORMS:
+    raise ValueError(f"inference.ensemble_transforms={transforms!r} is not one of "
+                     f"{tuple(ENSEMBLE_TRANSFORMS)}.")
+  return ENSEMBLE_TRANSFORMS[transforms]
+
+
+def ensemble_mean(generate: Callable, images, xp=np,
+                  transforms: str = DEFAULT_ENSEMBLE_TRANSFORMS):
   """The mean of `generate`'s outputs over the flips and rotations of `images`, each
   transformed back: `dihedral`, all 8 (MAXIM's and other deraining papers' test-time
   ensemble), or `hflip`, the image and its mirror (the flips training augments with). Each
   transform is its own `generate` call, so paper mode's batch statistics never mix them."""
-  if transforms not in ENSEMBLE_TRANSFORMS:
-    raise ValueError(f"inference.ensemble_transforms={transforms!r} is not one of "
-                     f"{tuple(ENSEMBLE_TRANSFORMS)}.")
-  ks = ENSEMBLE_TRANSFORMS[transforms]
+  ks = ensemble_indices(transforms)
   total = None
   for k in ks:
     output = undo_dihedral(generate(dihedral(images, k, xp)), k, xp)

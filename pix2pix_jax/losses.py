@@ -3,8 +3,8 @@
 `vanilla` is the reference's BCE on logits, with the non-saturating generator loss (the
 generator maximises log D(x, G(x))); `lsgan` is least squares to 1 / 0; `wgangp` is the
 Wasserstein loss (D minimises D(fake) - D(real), G minimises -D(fake)) with the reference's
-gradient penalty (`gradient_penalty`, which `GanObjective.penalty` adds); `none` trains the generator
-on L1 alone (the paper's L1-only ablation) and leaves the discriminator untouched.
+gradient penalty (`gradient_penalty`, which `GanObjective.penalty` adds); `none` trains the
+generator on L1 alone (the paper's L1-only ablation) and leaves the discriminator untouched.
 """
 
 import dataclasses

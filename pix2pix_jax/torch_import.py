@@ -254,7 +254,7 @@ def _check_supported(config: ml_collections.ConfigDict) -> None:
     raise configuration.ConfigError(
         "model.skip_connections=False (the encoder-decoder ablation) has no counterpart in the "
         "PyTorch reference; import with model.skip_connections=True.")
-  upsample = config.model.get("upsample", "transpose")
+  upsample = checkpoints.architecture_value(config, "model.upsample")
   if upsample != "transpose":
     raise configuration.ConfigError(
         f"model.upsample={upsample!r} (resize, then a 3x3 convolution) has no counterpart in "

@@ -178,9 +178,9 @@ class Translator:
         norm_mode or config.inference.norm_mode, config.batch_size)
     self.ensemble = bool(config.inference.get("ensemble", False) if ensemble is None
                          else ensemble)
-    self.ensemble_transforms = config.inference.get("ensemble_transforms", "dihedral")
-    inference.ensemble_mean(lambda x: x, np.zeros((1, 1, 1, 1)),
-                            transforms=self.ensemble_transforms)  # checks the name.
+    self.ensemble_transforms = config.inference.get("ensemble_transforms",
+                                                    inference.DEFAULT_ENSEMBLE_TRANSFORMS)
+    inference.ensemble_indices(self.ensemble_transforms)  # a bad name fails here, not later.
     self.multiple, why = models.size_multiple(config.model)
     self.input_channels = int(config.model.input_channels)
     self.output_channels = int(config.model.output_channels)

@@ -151,6 +151,9 @@ def test_learning_rate_schedule_is_the_reference_linear_rule():
     ({"decay_steps": -1}, "decay_steps=-1 must be >= 0"),
     ({"data.load_size": 16}, "data.load_size=16 must be >= data.crop_size=32"),
     ({"data.synthetic.split": "halves"}, "data.synthetic.split='halves'"),
+    ({"eval.protocol": "rain100"}, "eval.protocol='rain100' is not one of"),
+    ({"inference.ensemble_transforms": "rot"},
+     "inference.ensemble_transforms='rot' is not one of"),
 ])
 def test_invalid_config_values_name_the_key(overrides, message):
   with pytest.raises(configuration.ConfigError, match=message.replace("*", r"\*")):
