@@ -19,14 +19,18 @@ from pix2pix_jax import inference
 
 class _DropLibraryInfo(std_logging.Filter):
   """Drops the INFO chatter of JAX, Orbax, TFDS and grain (their warnings still pass), and
-  TFDS's dump of a builder's whole config (a warning)."""
+  the warnings that say nothing to a user: TFDS's dump of a builder's whole config, and
+  Orbax's notices that a read-only manager (how checkpoints are looked for) is read-only."""
   _LIBRARIES = ("/jax/", "/orbax/", "/tensorflow_datasets/", "/grain/")
-  _MESSAGES = ("Using custom data configuration",)
+  _MESSAGES = {"/tensorflow_datasets/": ("Using custom data configuration",),
+               "/orbax/": ("CheckpointManagerOptions.read_only=True",
+                           "Given directory is read only")}
 
   def filter(self, record):
-    if record.pathname and "/tensorflow_datasets/" in record.pathname and any(
-        m in str(record.msg) for m in self._MESSAGES):
-      return False
+    for library, messages in self._MESSAGES.items():
+      if record.pathname and library in record.pathname and any(
+          m in str(record.msg) for m in messages):
+        return False
     return record.levelno >= std_logging.WARNING or not any(
         lib in record.pathname for lib in self._LIBRARIES)
 
