@@ -12,15 +12,42 @@ line per measurement while it runs and, as its LAST line, one JSON object with e
   fraction_of_peak     train_images_per_s * train_gflop_per_image / matmul_peak_gflops
   peak_rss_mb          the process's peak resident memory
 
+With `--reference` it times both sides in fresh processes instead (see `compare`): this
+project's step and generator as above, and the PyTorch reference's (benchmarks/
+reference_timing.py, needs torch) at the same sizes, `--processes` (5) processes per side and
+measurement, each pinned to the same `--threads` cores (torch: that many intra-op threads,
+one inter-op); medians over the processes. Its last line then also carries, per train batch
+size B (suffix `_bsB`, none for 1):
+
+  reference_train_images_per_s, train_speedup_vs_reference   ours / the reference's img/s
+  fraction_of_peak, reference_fraction_of_peak   img/s x train_gflop_per_image / the machine's
+                       matmul peak (the higher of both sides' median readings)
+  first_step_s_cold, first_step_s_warm, reference_first_step_s   from starting the process
+                       to the end of the first step (imports, init, compilation: our first
+                       process compiles into an empty compilation cache, the others load it)
+  peak_rss_mb_train_cold, peak_rss_mb_train_warm, reference_peak_rss_mb_train,
+  peak_rss_vs_reference  that training process's peak RSS (ours cold / the reference's)
+
+and infer_speedup_vs_reference (the reference's bs-1 latency / ours, running = its eval
+mode), _paper (train mode, its test.py's default), _bs8 (throughput), dataset_build_s /
+dataset_open_s (the config's dataset built into an empty cache, then opened again), and
+`spread` (min, max over the processes of each median). E.g.
+
+  python -m benchmarks.throughput --config=configs/default.py --reference
+  python -m benchmarks.throughput --config=configs/default.py:cpu --reference --train_batch_sizes=4
+
 Any config key can be overridden, e.g. `--config.model.conv_impl=xla` (the plain XLA
 convolutions) or `--config.model.dtype=bfloat16`; `--train_batch_sizes=1,16,64` on a GPU. The
 same script runs unchanged on a GPU or TPU (one device is used).
 """
 
 import json
+import os
 import platform
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 
 from absl import app
@@ -30,6 +57,8 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
+from benchmarks.pinning import pin_threads
+from pix2pix_jax import compile_cache
 from pix2pix_jax import inference
 from pix2pix_jax import models
 from pix2pix_jax import parallel
@@ -43,6 +72,19 @@ flags.DEFINE_list("train_batch_sizes", ["1", "4"], "Batch sizes to time the trai
 flags.DEFINE_integer("infer_repeats", 20, "Timed generator calls per setting.")
 flags.DEFINE_integer("infer_batch_size", 8, "Batch size of the inference-throughput setting.")
 flags.DEFINE_integer("matmul_size", 2048, "Side of the square matmul that measures the peak.")
+flags.DEFINE_bool("reference", False, "Also time the PyTorch reference, both sides in fresh "
+                  "processes (needs torch); the last line carries the ratios.")
+flags.DEFINE_integer("processes", 5, "With --reference: fresh processes per side and "
+                     "measurement; medians over them are reported.")
+flags.DEFINE_integer("threads", 0, "With --reference: cores each timed process is pinned to "
+                     "(0: all this process may use).")
+flags.DEFINE_bool("measure_data", True, "With --reference: also time building the config's "
+                  "dataset into an empty cache (dataset_build_s).")
+flags.DEFINE_enum("worker", None, ["train", "infer", "data"], "Internal (--reference): time "
+                  "one thing of ours in this process and print one JSON line.")
+flags.DEFINE_integer("batch_size", 1, "Internal: the train worker's batch size.")
+flags.DEFINE_float("start_time", None, "Internal: time.time() when the parent started this "
+                   "process (for first_step_s).")
 
 
 def emit(record: dict) -> None:
@@ -78,8 +120,11 @@ def random_batch(config, batch_size: int, seed: int = 0) -> dict[str, np.ndarray
   }
 
 
-def time_train(config, batch_size: int, steps: int) -> dict:
-  """Images/s of the train step at `batch_size` on one device, plus compile time and FLOPs."""
+def time_train(config, batch_size: int, steps: int, start_time: float = None) -> dict:
+  """Images/s of the train step at `batch_size` on one device, plus compile time and FLOPs.
+
+  first_step_s: from `start_time` (default: this call) to the end of the first step."""
+  start_time = time.time() if start_time is None else start_time
   devices = jax.local_devices()[:1]
   config = config.copy_and_resolve_references()
   config.batch_size = batch_size
@@ -95,17 +140,20 @@ def time_train(config, batch_size: int, steps: int) -> dict:
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
-  for _ in range(2):
-    state, _ = step_fn(state, batch, rng)
+  state, metrics = compiled(state, batch, rng)
+  jax.block_until_ready(metrics)
+  first_step_s = time.time() - start_time
+  state, _ = compiled(state, batch, rng)
   times = []
   for _ in range(steps):
     start = time.perf_counter()
-    state, metrics = step_fn(state, batch, rng)
+    state, metrics = compiled(state, batch, rng)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - start)
   seconds = float(np.median(times))
   return {"batch_size": batch_size, "step_s": seconds, "images_per_s": batch_size / seconds,
-          "compile_s": compile_s, "gflop_per_image": flops / batch_size / 1e9}
+          "compile_s": compile_s, "gflop_per_image": flops / batch_size / 1e9,
+          "first_step_s": first_step_s}
 
 
 def time_inference(config, repeats: int, batch_size: int) -> dict:
@@ -128,9 +176,144 @@ def time_inference(config, repeats: int, batch_size: int) -> dict:
   return results
 
 
+def worker(config) -> dict:
+  """One measurement of ours in this (fresh, pinned) process: --worker=train|infer|data."""
+  threads = pin_threads(FLAGS.threads)
+  record = {"side": "ours", "task": FLAGS.worker, "jax": jax.__version__, "threads": threads}
+  if FLAGS.worker == "data":
+    from pix2pix_jax import datasets  # pylint: disable=g-import-not-at-top
+    for name in ("dataset_build_s", "dataset_open_s"):
+      start = time.perf_counter()
+      datasets.prepare(config.data, config.seed)
+      record[name] = time.perf_counter() - start
+    return record
+  record["cache_dir"] = compile_cache.enable(config)
+  if FLAGS.worker == "train":
+    record.update(time_train(config, FLAGS.batch_size, FLAGS.steps, FLAGS.start_time))
+  else:
+    record.update(time_inference(config, FLAGS.infer_repeats, FLAGS.infer_batch_size))
+  # After the timing (first_step_s is a user's wait); the matmul's buffers are small.
+  dtype = jnp.dtype(config.model.dtype)
+  record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  record["matmul_peak_gflops"] = max(matmul_peak_gflops(dtype, FLAGS.matmul_size)
+                                     for _ in range(2))
+  return record
+
+
+def config_args(argv: list[str]) -> list[str]:
+  """This command line's --config flags (the config and its overrides), for the workers."""
+  return [arg for arg in argv[1:] if arg.startswith("--config")]
+
+
+def run_worker(command: list[str], env: dict[str, str]) -> dict:
+  """Starts one fresh process and returns the JSON object of its last line."""
+  command = command + [f"--start_time={time.time()!r}"]
+  result = subprocess.run(command, env=env, capture_output=True, text=True, check=False,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  if result.returncode != 0:
+    raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n"
+                       f"{result.stderr[-3000:]}")
+  record = json.loads(result.stdout.strip().splitlines()[-1])
+  emit(record)
+  return record
+
+
+def median_of(records: list[dict], key: str) -> float:
+  return float(np.median([r[key] for r in records]))
+
+
+def compare(argv: list[str]) -> dict:
+  """Ours and the reference in fresh processes, interleaved; the summary of medians."""
+  config = FLAGS.config
+  threads = pin_threads(FLAGS.threads)
+  env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)  # ours manages its own, cold then warm.
+  scratch = tempfile.mkdtemp(prefix="throughput_")
+  common = config_args(argv) + [
+      f"--threads={threads}", f"--matmul_size={FLAGS.matmul_size}", f"--steps={FLAGS.steps}",
+      f"--infer_repeats={FLAGS.infer_repeats}", f"--infer_batch_size={FLAGS.infer_batch_size}"]
+  ours = [sys.executable, "-m", "benchmarks.throughput", *common,
+          f"--config.compilation_cache.dir={os.path.join(scratch, 'jax_cache')}"]
+  reference = [sys.executable, "-m", "benchmarks.reference_timing", *common]
+  tasks = [("train", [f"--batch_size={b}"], f"train_bs{b}")
+           for b in map(int, FLAGS.train_batch_sizes)] + [("infer", [], "infer")]
+  runs = {(side, key): [] for side in ("ours", "reference") for _, _, key in tasks}
+  for _ in range(FLAGS.processes):
+    for task, extra, key in tasks:
+      runs["ours", key].append(run_worker(ours + [f"--worker={task}", *extra], env))
+      runs["reference", key].append(run_worker(reference + [f"--task={task}", *extra], env))
+  summary = {
+      "date": time.strftime("%Y-%m-%d"), "device": str(jax.devices()[0].device_kind),
+      "cpu": platform.processor() or platform.machine(), "jax": jax.__version__,
+      "torch": runs["reference", "infer"][0]["torch"], "threads": threads,
+      "processes": FLAGS.processes, "conv_impl": config.model.conv_impl,
+      "dtype": config.model.dtype, "crop_size": config.data.crop_size,
+      "num_downs": config.model.num_downs, "ngf": config.model.ngf,
+  }
+  every = [r for records in runs.values() for r in records]
+  peaks = {side: median_of([r for r in every if r["side"] == side], "matmul_peak_gflops")
+           for side in ("ours", "reference")}
+  peak = max(peaks.values())
+  summary.update(matmul_peak_gflops=peak, ours_matmul_peak_gflops=peaks["ours"],
+                 reference_matmul_peak_gflops=peaks["reference"])
+  spread = {}
+
+  def put(name: str, records: list[dict], key: str) -> float:
+    values = [r[key] for r in records]
+    summary[name] = float(np.median(values))
+    spread[name] = [float(min(values)), float(max(values))]
+    return summary[name]
+  for task, _, key in tasks:
+    if task != "train":
+      continue
+    batch_size = runs["ours", key][0]["batch_size"]
+    suffix = "" if batch_size == 1 else f"_bs{batch_size}"
+    ours_runs, reference_runs = runs["ours", key], runs["reference", key]
+    warm = ours_runs[1:] or ours_runs
+    ours_rate = put(f"train_images_per_s{suffix}", ours_runs, "images_per_s")
+    reference_rate = put(f"reference_train_images_per_s{suffix}", reference_runs,
+                         "images_per_s")
+    summary[f"train_speedup_vs_reference{suffix}"] = ours_rate / reference_rate
+    gflop = ours_runs[0]["gflop_per_image"]
+    summary[f"train_gflop_per_image{suffix}"] = gflop
+    summary[f"fraction_of_peak{suffix}"] = ours_rate * gflop / peak
+    summary[f"reference_fraction_of_peak{suffix}"] = reference_rate * gflop / peak
+    summary[f"compile_s{suffix}_cold"] = ours_runs[0]["compile_s"]
+    put(f"compile_s{suffix}_warm", warm, "compile_s")
+    summary[f"first_step_s{suffix}_cold"] = ours_runs[0]["first_step_s"]
+    put(f"first_step_s{suffix}_warm", warm, "first_step_s")
+    put(f"reference_first_step_s{suffix}", reference_runs, "first_step_s")
+    summary[f"peak_rss_mb_train{suffix}_cold"] = ours_runs[0]["peak_rss_mb"]
+    put(f"peak_rss_mb_train{suffix}_warm", warm, "peak_rss_mb")
+    reference_rss = put(f"reference_peak_rss_mb_train{suffix}", reference_runs, "peak_rss_mb")
+    summary[f"peak_rss_vs_reference{suffix}"] = ours_runs[0]["peak_rss_mb"] / reference_rss
+  for name, speedup in (("infer_latency_ms_bs1", "infer_speedup_vs_reference"),
+                        ("infer_latency_ms_bs1_paper", "infer_speedup_vs_reference_paper"),
+                        ("infer_images_per_s_bs8", "infer_speedup_vs_reference_bs8")):
+    ours_value = put(name, runs["ours", "infer"], name)
+    reference_value = put(f"reference_{name}", runs["reference", "infer"], name)
+    latency = name.startswith("infer_latency")
+    summary[speedup] = (reference_value / ours_value if latency
+                        else ours_value / reference_value)
+  if FLAGS.measure_data:
+    data_cache = os.path.join(scratch, "datasets")
+    data = run_worker(ours + ["--worker=data", f"--config.data.cache_dir={data_cache}"],
+                      env)
+    summary.update(dataset_build_s=data["dataset_build_s"],
+                   dataset_open_s=data["dataset_open_s"])
+  summary["spread"] = spread
+  return summary
+
+
 def main(argv):
   del argv
   config = FLAGS.config
+  if FLAGS.worker:
+    emit(worker(config))
+    return
+  if FLAGS.reference:
+    emit(compare(sys.argv))
+    return
   summary = {
       "date": time.strftime("%Y-%m-%d"), "device": str(jax.devices()[0].device_kind),
       "backend": jax.default_backend(), "cpu": platform.processor() or platform.machine(),

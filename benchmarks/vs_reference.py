@@ -124,25 +124,10 @@ class Reference:
   """ReferencePix2Pix with the config's networks, Adams and a LambdaLR per optimizer."""
 
   def __init__(self, config):
-    model = config.model
-    torch.manual_seed(config.seed)
-    init = lambda net: ref.init_weights(net, model.init_type, model.init_gain)
-    channels = model.input_channels
-    n_blocks = models.resnet_blocks(model.generator)
-    if n_blocks:
-      generator = ref.RefResnetGenerator(n_blocks, model.ngf, model.norm, channels,
-                                         dropout=model.dropout)
-    else:
-      generator = ref.RefUnetGenerator(model.num_downs, model.ngf, model.norm, channels,
-                                       dropout=model.dropout,
-                                       dropout_placement=model.dropout_placement)
-    d_channels = model.input_channels + model.output_channels
-    discriminator = (ref.RefPixelDiscriminator(d_channels, model.ndf, model.norm)
-                     if model.d_layers == 0 else
-                     ref.RefNLayerDiscriminator(d_channels, model.ndf, model.d_layers,
-                                                model.norm))
+    models.resnet_blocks(config.model.generator)  # a clear error for an unknown name.
+    generator, discriminator = ref.networks_from_config(config.model, config.seed)
     self.model = ref.ReferencePix2Pix(
-        init(generator), init(discriminator), gan_mode=config.loss.gan,
+        generator, discriminator, gan_mode=config.loss.gan,
         lambda_l1=float(config.loss.l1_weight), lr=config.optim.lr, beta1=config.optim.beta1)
     factor = linear_lr_factor(config)
     self.schedulers = []

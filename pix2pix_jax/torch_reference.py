@@ -238,6 +238,33 @@ def randomise(module: nn.Module, seed: int) -> nn.Module:
   return module
 
 
+RESNET_BLOCKS = {"unet": 0, "resnet_6blocks": 6, "resnet_9blocks": 9}  # as models.resnet_blocks
+
+
+def networks_from_config(model_config, seed: int
+                         ) -> tuple[nn.Module, nn.Module]:
+  """(generator, discriminator) of `model_config` (the `model` section), as the reference
+  builds and initialises them after torch.manual_seed(seed). Needs only torch: the
+  benchmarks' reference processes import nothing of JAX."""
+  model = model_config
+  torch.manual_seed(seed)
+  init = lambda net: init_weights(net, model.init_type, model.init_gain)
+  channels = model.input_channels
+  n_blocks = RESNET_BLOCKS[model.generator]
+  if n_blocks:
+    generator = RefResnetGenerator(n_blocks, model.ngf, model.norm, channels,
+                                   dropout=model.dropout)
+  else:
+    generator = RefUnetGenerator(model.num_downs, model.ngf, model.norm, channels,
+                                 dropout=model.dropout,
+                                 dropout_placement=model.dropout_placement)
+  d_channels = model.input_channels + model.output_channels
+  discriminator = (RefPixelDiscriminator(d_channels, model.ndf, model.norm)
+                   if model.d_layers == 0 else
+                   RefNLayerDiscriminator(d_channels, model.ndf, model.d_layers, model.norm))
+  return init(generator), init(discriminator)
+
+
 def gan_loss(prediction: torch.Tensor, target_is_real: bool, gan_mode: str) -> torch.Tensor:
   """GANLoss(gan_mode)(prediction, target_is_real) for 'vanilla' and 'lsgan'."""
   target = torch.tensor(1.0 if target_is_real else 0.0).expand_as(prediction)

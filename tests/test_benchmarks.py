@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ("train_images_per_s", "train_images_per_s_bs4", "infer_latency_ms_bs1",
@@ -28,6 +29,47 @@ def test_throughput_prints_every_field_as_its_last_line():
     assert summary[key] > 0, (key, summary[key])
   assert summary["conv_impl"] == "auto" and summary["crop_size"] == 32
   assert 0 < summary["fraction_of_peak"] < 1.5
+
+
+@pytest.mark.slow
+def test_throughput_against_the_reference_carries_the_ratios():
+  pytest.importorskip("torch")
+  command = [sys.executable, "-m", "benchmarks.throughput", "--config=configs/default.py:tiny",
+             "--reference", "--processes=2", "--train_batch_sizes=2", "--steps=1",
+             "--infer_repeats=1", "--matmul_size=128", "--threads=1"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
+  workers, summary = lines[:-1], lines[-1]
+  # 2 processes x (train, infer) x (ours, reference), then the dataset build.
+  assert [(w["side"], w["task"]) for w in workers] == (
+      [("ours", "train"), ("reference", "train"), ("ours", "infer"), ("reference", "infer")]
+      * 2 + [("ours", "data")])
+  assert all(w["threads"] == 1 for w in workers)
+  # Ours compiled into an empty cache first, then loaded it (tiny's step compiles in < 1 s
+  # on a fast machine, below the cache's threshold: then both compile).
+  assert workers[0]["cache_dir"] == workers[4]["cache_dir"]
+  ours = [w["images_per_s"] for w in workers if w["side"] == "ours" and w["task"] == "train"]
+  theirs = [w["images_per_s"] for w in workers
+            if w["side"] == "reference" and w["task"] == "train"]
+  assert summary["train_images_per_s_bs2"] == pytest.approx(np.median(ours))
+  assert summary["reference_train_images_per_s_bs2"] == pytest.approx(np.median(theirs))
+  assert summary["train_speedup_vs_reference_bs2"] == pytest.approx(
+      np.median(ours) / np.median(theirs))
+  assert summary["spread"]["train_images_per_s_bs2"] == [min(ours), max(ours)]
+  for key in ("infer_speedup_vs_reference", "infer_speedup_vs_reference_paper",
+              "infer_speedup_vs_reference_bs8", "fraction_of_peak_bs2",
+              "reference_fraction_of_peak_bs2", "first_step_s_bs2_cold",
+              "first_step_s_bs2_warm", "reference_first_step_s_bs2",
+              "peak_rss_mb_train_bs2_cold", "reference_peak_rss_mb_train_bs2",
+              "peak_rss_vs_reference_bs2", "dataset_build_s", "dataset_open_s"):
+    assert summary[key] > 0, key
+  latency = summary["infer_latency_ms_bs1"]
+  assert summary["infer_speedup_vs_reference"] == pytest.approx(
+      summary["reference_infer_latency_ms_bs1"] / latency)
+  assert summary["processes"] == 2 and summary["threads"] == 1
 
 
 def test_error_split_separates_rain_from_background():
