@@ -94,6 +94,8 @@ def test_tuned_plan_mixes_formulations_at_unet_256_sizes():
   assert inner == conv_ops.Plan("gemm", "gemm", "gemm")
   assert outer == conv_ops.Plan("xla", "xla", "gemm")  # the weight gradient is never plain.
   assert conv_ops.cpu_plan("conv", (1, 32, 32, 256), (1, 30, 30, 512), 1).kernel_grad == "xla"
+  # The same inner up-conv at batch 4 (16 input pixels) is still products in every pass.
+  assert conv_ops.cpu_plan("transpose", (4, 2, 2, 1024), (4, 4, 4, 512), 2) == inner
   assert conv_ops.resolve_impl("auto") == ("tuned" if jax.default_backend() == "cpu" else "xla")
   with pytest.raises(ValueError, match="conv_impl"):
     conv_ops.resolve_impl("fast")
