@@ -59,6 +59,7 @@ import numpy as np
 
 from benchmarks.pinning import pin_threads
 from pix2pix_jax import compile_cache
+from pix2pix_jax import host_memory
 from pix2pix_jax import inference
 from pix2pix_jax import models
 from pix2pix_jax import parallel
@@ -120,23 +121,50 @@ def random_batch(config, batch_size: int, seed: int = 0) -> dict[str, np.ndarray
   }
 
 
+def current_rss_mb() -> float:
+  """This process's resident memory now (Linux; nan elsewhere)."""
+  try:
+    with open("/proc/self/status", encoding="ascii") as status:
+      for line in status:
+        if line.startswith("VmRSS:"):
+          return int(line.split()[1]) / 1024
+  except OSError:
+    pass
+  return float("nan")
+
+
 def time_train(config, batch_size: int, steps: int, start_time: float = None) -> dict:
   """Images/s of the train step at `batch_size` on one device, plus compile time and FLOPs.
 
-  first_step_s: from `start_time` (default: this call) to the end of the first step."""
+  first_step_s: from `start_time` (default: this call) to the end of the first step. Where
+  the memory goes: rss_mb_{start,state,compiled,steps} (resident memory when called, with
+  the train state built, the step compiled, after the timed steps), state_mb (the step's
+  arguments: both networks' parameters, batch statistics and Adam states) and step_temp_mb
+  (XLA's scratch buffers of one step: gradients, activations kept for the backward pass).
+  """
   start_time = time.time() if start_time is None else start_time
+  memory = {"rss_mb_start": current_rss_mb()}
   devices = jax.local_devices()[:1]
   config = config.copy_and_resolve_references()
   config.batch_size = batch_size
   pix2pix = step_lib.Pix2Pix.from_config(config)
   rng = jax.random.key(0)
   state = parallel.replicate(step_lib.create_train_state(config, rng, pix2pix), devices)
+  jax.block_until_ready(state)
+  host_memory.release_freed_memory()  # as train.py does
+  memory["rss_mb_state"] = current_rss_mb()
   batch = jax.device_put(parallel.shard(random_batch(config, batch_size), 1),
                          parallel.device_sharding(devices))
   step_fn = step_lib.make_parallel_train_step(pix2pix, devices=devices)
   start = time.perf_counter()
   compiled = step_fn.lower(state, batch, rng).compile()
   compile_s = time.perf_counter() - start
+  host_memory.release_freed_memory()  # as train.compile_step does
+  memory["rss_mb_compiled"] = current_rss_mb()
+  analysis = compiled.memory_analysis()
+  if analysis is not None:
+    memory["state_mb"] = analysis.argument_size_in_bytes / 2**20
+    memory["step_temp_mb"] = analysis.temp_size_in_bytes / 2**20
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
@@ -151,9 +179,10 @@ def time_train(config, batch_size: int, steps: int, start_time: float = None) ->
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - start)
   seconds = float(np.median(times))
+  memory["rss_mb_steps"] = current_rss_mb()
   return {"batch_size": batch_size, "step_s": seconds, "images_per_s": batch_size / seconds,
           "compile_s": compile_s, "gflop_per_image": flops / batch_size / 1e9,
-          "first_step_s": first_step_s}
+          "first_step_s": first_step_s, **memory}
 
 
 def time_inference(config, repeats: int, batch_size: int) -> dict:

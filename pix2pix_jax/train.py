@@ -20,6 +20,7 @@ from pix2pix_jax import configuration
 from pix2pix_jax import datasets
 from pix2pix_jax import distributed
 from pix2pix_jax import evaluation
+from pix2pix_jax import host_memory
 from pix2pix_jax import inference
 from pix2pix_jax import input_pipeline
 from pix2pix_jax import models
@@ -239,6 +240,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       lock.release()
 
 
+def compile_step(p_train_step, replicated_state, batch, step_rng):
+  """The pmapped step compiled before its first call, the compiler's freed memory handed
+  back to the OS, so that the first step's buffers do not come on top of it (host_memory).
+  With several processes the pmapped function itself (ahead-of-time lowering sees the
+  global device count, a call the process's own arrays)."""
+  if jax.process_count() > 1:
+    return p_train_step
+  compiled = p_train_step.lower(replicated_state, batch, step_rng).compile()
+  host_memory.release_freed_memory()
+  return compiled
+
+
 def _train(config: ml_collections.ConfigDict, workdir: str, norm_mode: str, weights, data
            ) -> step_lib.TrainState:
   """train_and_evaluate's loop, with the workdir's lock held."""
@@ -274,6 +287,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, norm_mode: str, weig
 
   p_train_step = step_lib.make_parallel_train_step(pix2pix)
   replicated_state = parallel.replicate(state)
+  del state  # the host copy (a second copy of every network and Adam state off the CPU).
+  host_memory.release_freed_memory()  # what initialising the networks used.
+  compiled_step = None
   batches = input_pipeline.train_batches(
       config, sources["train"], start_step=start_step,
       process_index=jax.process_index(), process_count=jax.process_count())
@@ -284,7 +300,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, norm_mode: str, weig
     with StopRequest() as stop:
       for step in range(start_step + 1, config.num_train_steps + 1):
         batch = parallel.shard(next(batches))
-        replicated_state, metrics = p_train_step(replicated_state, batch, step_rng)
+        if compiled_step is None:
+          compiled_step = compile_step(p_train_step, replicated_state, batch, step_rng)
+        replicated_state, metrics = compiled_step(replicated_state, batch, step_rng)
         history.append(metrics)
         if len(history) > MAX_STEPS_IN_FLIGHT:
           # Bound how far the host runs ahead of the devices, so that the progress bar is
