@@ -81,6 +81,8 @@ flags.DEFINE_integer("threads", 0, "With --reference: cores each timed process i
                      "(0: all this process may use).")
 flags.DEFINE_bool("measure_data", True, "With --reference: also time building the config's "
                   "dataset into an empty cache (dataset_build_s).")
+flags.DEFINE_string("table", None, "A file of a --reference run's output: print the markdown "
+                    "table of its last line and exit.")
 flags.DEFINE_enum("worker", None, ["train", "infer", "data"], "Internal (--reference): time "
                   "one thing of ours in this process and print one JSON line.")
 flags.DEFINE_integer("batch_size", 1, "Internal: the train worker's batch size.")
@@ -216,7 +218,7 @@ def worker(config) -> dict:
       datasets.prepare(config.data, config.seed)
       record[name] = time.perf_counter() - start
     return record
-  record["cache_dir"] = compile_cache.enable(config)
+  record["compilation_cache"] = compile_cache.enable(config) is not None
   if FLAGS.worker == "train":
     record.update(time_train(config, FLAGS.batch_size, FLAGS.steps, FLAGS.start_time))
   else:
@@ -334,9 +336,63 @@ def compare(argv: list[str]) -> dict:
   return summary
 
 
+def _spread(summary: dict, key: str, digits: int) -> str:
+  low, high = summary.get("spread", {}).get(key, (None, None))
+  return "" if low is None else f" ({low:.{digits}f}-{high:.{digits}f})"
+
+
+def comparison_table(summary: dict) -> str:
+  """The markdown table of a --reference summary: medians (min-max over the processes)."""
+  rows = ["| measurement | this project | the reference | ratio (> 1: ours better) |",
+          "| --- | --- | --- | --- |"]
+
+  def row(label, ours_key, reference_key, ratio, digits=2):
+    rows.append(f"| {label} | {summary[ours_key]:.{digits}f}{_spread(summary, ours_key, digits)}"
+                f" | {summary[reference_key]:.{digits}f}"
+                f"{_spread(summary, reference_key, digits)} | {ratio:.2f} |")
+  suffixes = sorted((key[len("train_speedup_vs_reference"):]
+                     for key in summary if key.startswith("train_speedup_vs_reference")),
+                    key=lambda suffix: int(suffix[3:] or 1))
+  for suffix in suffixes:
+    batch = suffix[3:] or "1"
+    row(f"train img/s, batch {batch}", f"train_images_per_s{suffix}",
+        f"reference_train_images_per_s{suffix}",
+        summary[f"train_speedup_vs_reference{suffix}"])
+    rows.append(f"| fraction of the matmul peak, batch {batch} | "
+                f"{summary[f'fraction_of_peak{suffix}']:.2f} | "
+                f"{summary[f'reference_fraction_of_peak{suffix}']:.2f} | |")
+  for name, speedup, label, digits in (
+      ("infer_latency_ms_bs1", "infer_speedup_vs_reference", "inference ms, batch 1 "
+       "(running / eval mode)", 1),
+      ("infer_latency_ms_bs1_paper", "infer_speedup_vs_reference_paper", "inference ms, "
+       "batch 1 (paper / train mode)", 1),
+      ("infer_images_per_s_bs8", "infer_speedup_vs_reference_bs8", "inference img/s, "
+       "batch 8", 1)):
+    row(label, name, f"reference_{name}", summary[speedup], digits)
+  for suffix in suffixes:
+    batch = suffix[3:] or "1"
+    reference_rss = summary[f"reference_peak_rss_mb_train{suffix}"]
+    for state in ("cold", "warm"):
+      key = f"peak_rss_mb_train{suffix}_{state}"
+      row(f"peak RSS MB of a batch-{batch} training process ({state} compilation cache)",
+          key, f"reference_peak_rss_mb_train{suffix}", reference_rss / summary[key], 0)
+    for state in ("cold", "warm"):
+      key = f"first_step_s{suffix}_{state}"
+      row(f"seconds to the first step, batch {batch} ({state} compilation cache)", key,
+          f"reference_first_step_s{suffix}",
+          summary[f"reference_first_step_s{suffix}"] / summary[key], 1)
+  if "dataset_build_s" in summary:
+    rows.append(f"| dataset build s (once per cache) | {summary['dataset_build_s']:.1f} | | |")
+  return "\n".join(rows)
+
+
 def main(argv):
   del argv
   config = FLAGS.config
+  if FLAGS.table:
+    with open(FLAGS.table, encoding="utf-8") as f:
+      print(comparison_table(json.loads(f.read().strip().splitlines()[-1])))
+    return
   if FLAGS.worker:
     emit(worker(config))
     return
