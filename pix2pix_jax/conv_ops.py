@@ -2,13 +2,16 @@
 
 `conv2d` (PyTorch's Conv2d: symmetric zero padding) and `conv_transpose2d` (PyTorch's
 ConvTranspose2d) take kernels in the standard (kh, kw, in, out) layout whatever `impl` is, so
-parameters, checkpoints and imported weights never depend on it. Two formulations of each:
+parameters, checkpoints and imported weights never depend on it. Three formulations of each:
 
 - 'xla': `lax.conv_general_dilated` (a transposed conv as a conv of the stride-dilated input).
 - 'gemm': the kh*kw strided tap windows and ONE matrix product (for the transposed conv: the
   product first, then each tap's result added at its strided place, the adjoint of the gather).
+- 'phase' (used by 'tuned' only): a strided conv as one stride-1 conv over the input's
+  stride x stride phases (space-to-depth), a transposed conv as its adjoint; no operand is
+  stride-dilated.
 
-Both compute the same sums in another order (equal within float32 rounding; the tests check
+All compute the same sums in another order (equal within float32 rounding; the tests check
 forward and gradients). A pass's gradient is the derivative of whichever formulation the plan
 names for it, so forward, input gradient and kernel gradient can each use the fastest one.
 
@@ -124,9 +127,51 @@ def _conv_transpose_gemm(x, kernel, stride: int, padding: int):
   return y_pad[:, p:p + out_h, p:p + out_w]
 
 
+def _conv_phase(x, kernel, stride: int, padding: int):
+  """`_conv_xla` as ONE stride-1 convolution over the input's stride x stride phases.
+
+  With t = stride * m + r, y[a] = sum_t x_pad[stride * a + t] w[t] = sum_{m, r} X_r[a + m]
+  w[stride * m + r], where X_r[i] = x_pad[stride * i + r]: the phases stacked as channels
+  (space-to-depth) convolved with the kernel regrouped the same way (zero taps pad it to a
+  multiple of the stride). Its input gradient is then a stride-1 transposed convolution
+  and a depth-to-space, with no stride-dilated operand (XLA:CPU's slow generic path).
+  """
+  s = stride
+  kh, kw, cin, cout = kernel.shape
+  mh, mw = -(-kh // s), -(-kw // s)
+  kernel = jnp.pad(kernel, ((0, mh * s - kh), (0, mw * s - kw), (0, 0), (0, 0)))
+  n, h, w, _ = x.shape
+  out_h = (h + 2 * padding - kh) // s + 1
+  out_w = (w + 2 * padding - kw) // s + 1
+  rows, cols = s * (out_h + mh - 1), s * (out_w + mw - 1)  # the padded input they read
+  x_pad = jnp.pad(x, ((0, 0), (padding, max(0, rows - h - padding)),
+                      (padding, max(0, cols - w - padding)), (0, 0)))[:, :rows, :cols]
+  phases = x_pad.reshape(n, rows // s, s, cols // s, s, cin).transpose(0, 1, 3, 2, 4, 5)
+  phases = phases.reshape(n, rows // s, cols // s, s * s * cin)
+  grouped = kernel.reshape(mh, s, mw, s, cin, cout).transpose(0, 2, 1, 3, 4, 5)
+  return lax.conv_general_dilated(phases, grouped.reshape(mh, mw, s * s * cin, cout), (1, 1),
+                                  "VALID", dimension_numbers=_DIMENSIONS)
+
+
+def _conv_transpose_phase(x, kernel, stride: int, padding: int):
+  """`_conv_transpose_xla` as the adjoint of `_conv_phase` (PyTorch's ConvTranspose2d is
+  the adjoint of Conv2d with the same weight; ours holds it flipped, in (kh, kw, in, out)):
+  stride-1 convolutions per output phase and a depth-to-space, instead of a convolution of
+  the stride-dilated input, three quarters zeros at stride 2."""
+  kh, kw, _, cout = kernel.shape
+  n, h, w, _ = x.shape
+  out_h, out_w = stride * (h - 1) + kh - 2 * padding, stride * (w - 1) + kw - 2 * padding
+  conv_kernel = kernel[::-1, ::-1].swapaxes(2, 3)
+  output = jax.ShapeDtypeStruct((n, out_h, out_w, cout), x.dtype)
+  (y,) = jax.linear_transpose(
+      lambda z: _conv_phase(z, conv_kernel, stride, padding), output)(x)
+  return y
+
+
 FORMULATIONS = {
-    "conv": {"xla": _conv_xla, "gemm": _conv_gemm},
-    "transpose": {"xla": _conv_transpose_xla, "gemm": _conv_transpose_gemm},
+    "conv": {"xla": _conv_xla, "gemm": _conv_gemm, "phase": _conv_phase},
+    "transpose": {"xla": _conv_transpose_xla, "gemm": _conv_transpose_gemm,
+                  "phase": _conv_transpose_phase},
 }
 
 
@@ -140,24 +185,32 @@ class Plan(NamedTuple):
 def cpu_plan(kind: str, x_shape, output_shape, stride: int) -> Plan:
   """The fastest formulation of each pass on XLA:CPU, as measured layer by layer.
 
-  (`python -m benchmarks.layers`, docs/performance.md.) XLA:CPU's own convolutions are fast
-  where there are many pixels, but its weight gradients of strided and transposed
-  convolutions, and its convolutions of few pixels with many channels (the U-Net's inner
-  levels), fall off the fast path; there the matrix products win. Sizes are pixels in the
-  whole batch, N * H * W, of the pass's input (`x_shape`) or output.
+  (`python -m benchmarks.layers`, at batch 1 and 4, docs/performance.md.) XLA:CPU's own
+  convolutions are fast where there are many pixels, but its weight gradients of strided and
+  transposed convolutions, its convolutions of few pixels with many channels (the U-Net's
+  inner levels) and its convolutions of stride-dilated operands (a strided conv's input
+  gradient, a transposed conv's forward) fall off the fast path; there the matrix products
+  ('gemm') or the phase decomposition ('phase') win. Sizes are pixels in the whole batch,
+  N * H * W, of the pass's input (`x_shape`, NHWC) or output (`output_shape`: N, H, W and,
+  where given, channels).
   """
   in_pixels = x_shape[0] * x_shape[1] * x_shape[2]
   out_pixels = output_shape[0] * output_shape[1] * output_shape[2]
   if stride == 1:
     return Plan("xla", "xla", "xla")
   if kind == "conv":
-    return Plan("gemm" if in_pixels <= 256 else "xla", "gemm" if in_pixels <= 1024 else "xla",
+    # A stride-2 conv's input gradient convolves the stride-dilated output gradient.
+    return Plan("gemm" if in_pixels <= 256 else ("phase" if x_shape[3] <= 8 else "xla"),
+                "gemm" if in_pixels <= 1024 else "phase",
                 "gemm" if out_pixels <= 256 else "xla")
-  # XLA:CPU's transposed convolution of a few input pixels with many channels is
-  # pathological once the batch has more than one image (unet_256's G.up_6, 2x2x1024 at
-  # batch 4: 132 ms against 2 ms as products; the cpu variant's G.up_4: 24 ms against 0.8).
-  return Plan("gemm" if in_pixels <= 64 else "xla", "gemm" if in_pixels <= 256 else "xla",
-              "gemm")
+  # XLA:CPU's transposed conv of a few input pixels with many channels is pathological
+  # once the batch has more than one image (unet_256's G.up_6, 2x2x1024 at batch 4: 132 ms
+  # against 2 ms as products; the cpu variant's G.up_4: 24 ms against 0.8). The outermost
+  # up-conv (3 output channels) is fastest plain.
+  few_outputs = len(output_shape) > 3 and output_shape[3] <= 8
+  forward = ("gemm" if in_pixels <= 64 else
+             "xla" if few_outputs or in_pixels < 1024 else "phase")
+  return Plan(forward, "gemm" if in_pixels <= 1024 else "xla", "gemm")
 
 
 def plan_for(kind: str, impl: str, x_shape, stride: int, output_shape) -> Plan:
@@ -203,7 +256,8 @@ def conv2d(x, kernel, *, stride: int, padding: int, impl: str = "auto"):
   """PyTorch's Conv2d (no bias): NHWC input, (kh, kw, in, out) kernel."""
   out_h, out_w = ((side + 2 * padding - k) // stride + 1
                   for side, k in zip(x.shape[1:3], kernel.shape[:2]))
-  return _apply("conv", x, kernel, stride, padding, impl, (x.shape[0], out_h, out_w))
+  return _apply("conv", x, kernel, stride, padding, impl,
+                (x.shape[0], out_h, out_w, kernel.shape[3]))
 
 
 def conv_transpose2d(x, kernel, *, stride: int, padding: int, impl: str = "auto",
@@ -223,4 +277,5 @@ def conv_transpose2d(x, kernel, *, stride: int, padding: int, impl: str = "auto"
     return full[:, padding:full.shape[1] - end, padding:full.shape[2] - end]
   out_h, out_w = (stride * (side - 1) + k - 2 * padding
                   for side, k in zip(x.shape[1:3], kernel.shape[:2]))
-  return _apply("transpose", x, kernel, stride, padding, impl, (x.shape[0], out_h, out_w))
+  return _apply("transpose", x, kernel, stride, padding, impl,
+                (x.shape[0], out_h, out_w, kernel.shape[3]))

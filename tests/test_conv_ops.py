@@ -49,6 +49,32 @@ def test_formulations_equal_plain_lax(kind, shape, features, stride, impl):
     np.testing.assert_allclose(have, want, atol=1e-4, rtol=1e-5, err_msg=f"{kind} {name}")
 
 
+@pytest.mark.parametrize("kind,shape,features,stride", CASES)
+def test_phase_formulation_equals_plain_lax(kind, shape, features, stride):
+  """The phase decomposition (used by 'tuned' only), forward and both gradients."""
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+  kernel = jnp.asarray(rng.standard_normal((4, 4, shape[-1], features)), jnp.float32)
+  formulations = conv_ops.FORMULATIONS[kind]
+
+  def passes(name):
+    op = lambda x_, k_: formulations[name](x_, k_, stride, 1)
+    y, vjp = jax.vjp(op, x, kernel)
+    return (y,) + vjp(cotangent)
+  cotangent = jnp.asarray(
+      rng.standard_normal(formulations["xla"](x, kernel, stride, 1).shape), jnp.float32)
+  for name, want, have in zip(("forward", "input grad", "kernel grad"), passes("xla"),
+                              jax.jit(lambda: passes("phase"))()):
+    assert have.shape == want.shape, name
+    np.testing.assert_allclose(have, want, atol=1e-4, rtol=1e-5, err_msg=f"{kind} {name}")
+  if kind == "conv" and stride == 2:  # a kernel side that is not a multiple of the stride
+    kernel = kernel[:3, :3]
+    cotangent = jnp.asarray(
+        rng.standard_normal(formulations["xla"](x, kernel, stride, 1).shape), jnp.float32)
+    for want, have in zip(passes("xla"), passes("phase")):
+      np.testing.assert_allclose(have, want, atol=1e-4, rtol=1e-5, err_msg="3x3")
+
+
 @pytest.mark.parametrize("impl", ["gemm", "tuned"])
 def test_resnet_3x3_and_output_padding_equal_plain_lax(impl):
   """The ResNet's 3x3 stride-2 conv and its transposed conv with output_padding=1 (doubling
@@ -72,15 +98,15 @@ def test_resnet_3x3_and_output_padding_equal_plain_lax(impl):
 
 
 def test_every_plan_of_a_layer_is_exact():
-  """Each of the 8 mixes of formulations (forward, input grad, kernel grad) is exact."""
+  """Each of the 27 mixes of formulations (forward, input grad, kernel grad) is exact."""
   rng = np.random.default_rng(1)
   x = jnp.asarray(rng.standard_normal((2, 4, 4, 3)), jnp.float32)
   for kind in OPS:
     kernel = jnp.asarray(rng.standard_normal((4, 4, 3, 5)), jnp.float32)
     ref = _forward_and_grads(kind, "xla", 2, x, kernel,
                              jnp.ones_like(OPS[kind](x, kernel, stride=2, padding=1, impl="xla")))
-    for choice in np.ndindex(2, 2, 2):
-      plan = conv_ops.Plan(*(("xla", "gemm")[i] for i in choice))
+    for choice in np.ndindex(3, 3, 3):
+      plan = conv_ops.Plan(*(("xla", "gemm", "phase")[i] for i in choice))
       y, vjp = jax.vjp(lambda x_, k_: conv_ops._planned(x_, k_, kind, plan, 2, 1), x, kernel)  # pylint: disable=cell-var-from-loop,protected-access
       got = (y,) + vjp(jnp.ones_like(y))
       for want, have in zip(ref, got):
@@ -96,6 +122,9 @@ def test_tuned_plan_mixes_formulations_at_unet_256_sizes():
   assert conv_ops.cpu_plan("conv", (1, 32, 32, 256), (1, 30, 30, 512), 1).kernel_grad == "xla"
   # The same inner up-conv at batch 4 (16 input pixels) is still products in every pass.
   assert conv_ops.cpu_plan("transpose", (4, 2, 2, 1024), (4, 4, 4, 512), 2) == inner
+  # At batch 4 the big levels' stride-dilated passes go through the phases.
+  assert conv_ops.cpu_plan("conv", (4, 128, 128, 64), (4, 64, 64, 128), 2).input_grad == "phase"
+  assert conv_ops.cpu_plan("transpose", (4, 64, 64, 256), (4, 128, 128, 64), 2).forward == "phase"
   assert conv_ops.resolve_impl("auto") == ("tuned" if jax.default_backend() == "cpu" else "xla")
   with pytest.raises(ValueError, match="conv_impl"):
     conv_ops.resolve_impl("fast")
