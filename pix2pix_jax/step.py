@@ -132,9 +132,10 @@ def state_from_weights(state: TrainState, weights: dict[str, Any],
 
 
 def all_finite(tree) -> jax.Array:
-  """True iff every element is finite: x * 0 is 0 for finite x and NaN otherwise, so one
-  fused multiply-sum per leaf answers exactly (XLA:CPU's is-finite + all is ~3x slower)."""
-  sums = [jnp.sum(x * 0, dtype=jnp.float32) for x in jax.tree.leaves(tree)]
+  """True iff every element is finite: x - x is 0 for finite x and NaN otherwise, so one
+  fused subtract-sum per leaf answers exactly. (XLA:CPU's is-finite + all is 4x slower;
+  x * 0 3x: it multiplies by a materialised array of zeros, written every step.)"""
+  sums = [jnp.sum(x - x, dtype=jnp.float32) for x in jax.tree.leaves(tree)]
   return jnp.isfinite(jnp.sum(jnp.stack(sums)))
 
 

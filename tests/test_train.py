@@ -199,3 +199,15 @@ def test_batch_not_divisible_by_devices_is_a_clear_error():
   with pytest.raises(configuration.ConfigError, match="batch_size=3 must be a positive multiple"):
     parallel.check_batch_size(3, device_count=2, process_count=1)
   assert parallel.check_batch_size(4, device_count=2, process_count=1) == 2
+
+
+def test_all_finite_finds_every_inf_and_nan_and_nothing_else():
+  """The step's finiteness check (x - x summed per leaf) on trees of extreme values."""
+  big = np.full((3, 5), np.finfo(np.float32).max, np.float32)  # sums would overflow
+  tiny = np.full((7,), np.finfo(np.float32).tiny / 2, np.float32)  # subnormal
+  check = jax.jit(step_lib.all_finite)
+  assert bool(check({"a": big, "b": -big, "c": tiny, "d": np.float32(0)}))
+  for bad in (np.inf, -np.inf, np.nan):
+    broken = big.copy()
+    broken[2, 4] = bad
+    assert not bool(check({"a": tiny, "b": broken})), bad
