@@ -105,3 +105,23 @@ def test_ensemble_benchmark_scores_every_setting(tmp_path):
   assert len({round(r["psnr_y"], 6) for r in rows}) > 1
   table = ensemble.markdown(rows, "python -m benchmarks.ensemble --workdir=W")
   assert table.count("\n| `") == 6 and "--workdir=W" in table
+
+
+def test_profile_summary_groups_ops_by_kind():
+  """benchmarks.profile_step's summary (the trace itself needs xprof, not a dependency)."""
+  code = """
+import json
+from benchmarks.profile_step import summarise
+events = [{"ph": "X", "name": "ynn_fusion.1", "dur": 3000},
+          {"ph": "X", "name": "ynn_fusion.22", "dur": 1000},
+          {"ph": "X", "name": "copy.7", "dur": 500},
+          {"ph": "X", "name": "ThunkExecutor::Execute", "dur": 9000},
+          {"ph": "i", "name": "copy.8"}]
+print(json.dumps(summarise(events, steps=2, top=5)))
+"""
+  result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, check=True)
+  summary = json.loads(result.stdout)
+  assert summary == {"ops_ms_per_step": 2.2, "by_kind": [
+      {"kind": "ynn_fusion", "ms_per_step": 2.0, "ops_per_step": 1},
+      {"kind": "copy", "ms_per_step": 0.2, "ops_per_step": 0}]}
