@@ -21,7 +21,8 @@ from absl import flags
 from ml_collections import config_flags
 import numpy as np
 
-from benchmarks.pinning import pin_threads
+from benchmarks.timing import median_seconds
+from benchmarks.timing import pin_threads
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/default.py", "Model config.",
@@ -35,15 +36,6 @@ flags.DEFINE_integer("matmul_size", 2048, "Side of the square matmul that measur
 flags.DEFINE_integer("threads", 0, "Cores to pin to and torch's intra-op threads (0: all).")
 flags.DEFINE_float("start_time", None, "time.time() when the parent started this process "
                    "(for first_step_s); default: when main() starts.")
-
-
-def median_seconds(fn, repeats: int) -> float:
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
 
 
 def main(argv):

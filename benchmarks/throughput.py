@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Optional
 
 from absl import app
 from absl import flags
@@ -57,13 +58,15 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
-from benchmarks.pinning import pin_threads
+from benchmarks import timing
+from benchmarks.timing import pin_threads
 from pix2pix_jax import compile_cache
 from pix2pix_jax import host_memory
 from pix2pix_jax import inference
 from pix2pix_jax import models
 from pix2pix_jax import parallel
 from pix2pix_jax import step as step_lib
+from pix2pix_jax import train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/default.py", "Model config.",
@@ -95,12 +98,8 @@ def emit(record: dict) -> None:
 
 
 def median_seconds(fn, repeats: int) -> float:
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+  """timing.median_seconds of a JAX computation, waited for."""
+  return timing.median_seconds(lambda: jax.block_until_ready(fn()), repeats)
 
 
 def matmul_peak_gflops(dtype, size: int = 2048, repeats: int = 10) -> float:
@@ -135,17 +134,11 @@ def current_rss_mb() -> float:
   return float("nan")
 
 
-def time_train(config, batch_size: int, steps: int, start_time: float = None) -> dict:
-  """Images/s of the train step at `batch_size` on one device, plus compile time and FLOPs.
-
-  first_step_s: from `start_time` (default: this call) to the end of the first step. Where
-  the memory goes: rss_mb_{start,state,compiled,steps} (resident memory when called, with
-  the train state built, the step compiled, after the timed steps), state_mb (the step's
-  arguments: both networks' parameters, batch statistics and Adam states) and step_temp_mb
-  (XLA's scratch buffers of one step: gradients, activations kept for the backward pass).
-  """
-  start_time = time.time() if start_time is None else start_time
-  memory = {"rss_mb_start": current_rss_mb()}
+def prepared_train_step(config, batch_size: int, memory: Optional[dict] = None):
+  """(compiled step, replicated state, batch, rng, compile seconds) on one device, built and
+  compiled as train.py does (the freed memory of each handed back); `memory` gets the
+  resident memory after each (rss_mb_state, rss_mb_compiled)."""
+  memory = {} if memory is None else memory
   devices = jax.local_devices()[:1]
   config = config.copy_and_resolve_references()
   config.batch_size = batch_size
@@ -159,10 +152,24 @@ def time_train(config, batch_size: int, steps: int, start_time: float = None) ->
                          parallel.device_sharding(devices))
   step_fn = step_lib.make_parallel_train_step(pix2pix, devices=devices)
   start = time.perf_counter()
-  compiled = step_fn.lower(state, batch, rng).compile()
+  compiled = train.compile_step(step_fn, state, batch, rng)
   compile_s = time.perf_counter() - start
-  host_memory.release_freed_memory()  # as train.compile_step does
   memory["rss_mb_compiled"] = current_rss_mb()
+  return compiled, state, batch, rng, compile_s
+
+
+def time_train(config, batch_size: int, steps: int, start_time: float = None) -> dict:
+  """Images/s of the train step at `batch_size` on one device, plus compile time and FLOPs.
+
+  first_step_s: from `start_time` (default: this call) to the end of the first step. Where
+  the memory goes: rss_mb_{start,state,compiled,steps} (resident memory when called, with
+  the train state built, the step compiled, after the timed steps), state_mb (the step's
+  arguments: both networks' parameters, batch statistics and Adam states) and step_temp_mb
+  (XLA's scratch buffers of one step: gradients, activations kept for the backward pass).
+  """
+  start_time = time.time() if start_time is None else start_time
+  memory = {"rss_mb_start": current_rss_mb()}
+  compiled, state, batch, rng, compile_s = prepared_train_step(config, batch_size, memory)
   analysis = compiled.memory_analysis()
   if analysis is not None:
     memory["state_mb"] = analysis.argument_size_in_bytes / 2**20

@@ -191,8 +191,7 @@ def cpu_plan(kind: str, x_shape, output_shape, stride: int) -> Plan:
   inner levels) and its convolutions of stride-dilated operands (a strided conv's input
   gradient, a transposed conv's forward) fall off the fast path; there the matrix products
   ('gemm') or the phase decomposition ('phase') win. Sizes are pixels in the whole batch,
-  N * H * W, of the pass's input (`x_shape`, NHWC) or output (`output_shape`: N, H, W and,
-  where given, channels).
+  N * H * W, of the pass's input (`x_shape`) or output (`output_shape`), both NHWC.
   """
   in_pixels = x_shape[0] * x_shape[1] * x_shape[2]
   out_pixels = output_shape[0] * output_shape[1] * output_shape[2]
@@ -207,9 +206,8 @@ def cpu_plan(kind: str, x_shape, output_shape, stride: int) -> Plan:
   # once the batch has more than one image (unet_256's G.up_6, 2x2x1024 at batch 4: 132 ms
   # against 2 ms as products; the cpu variant's G.up_4: 24 ms against 0.8). The outermost
   # up-conv (3 output channels) is fastest plain.
-  few_outputs = len(output_shape) > 3 and output_shape[3] <= 8
   forward = ("gemm" if in_pixels <= 64 else
-             "xla" if few_outputs or in_pixels < 1024 else "phase")
+             "xla" if output_shape[3] <= 8 or in_pixels < 1024 else "phase")
   return Plan(forward, "gemm" if in_pixels <= 1024 else "xla", "gemm")
 
 

@@ -77,6 +77,16 @@ def _assert_close(flax_outputs, torch_outputs):
     assert error < ATOL, f"{mode}: max abs error {error}"
 
 
+def test_reference_builder_knows_every_generator_as_models_does():
+  """torch_reference keeps its own name -> ResNet blocks table (its processes import no JAX):
+  it must agree with models.resnet_blocks, and build the config's networks."""
+  assert ref.RESNET_BLOCKS == {name: models.resnet_blocks(name) for name in models.GENERATORS}
+  config = default.get_config("tiny").model
+  generator, discriminator = ref.networks_from_config(config, seed=0)
+  assert isinstance(generator, ref.RefUnetGenerator)
+  assert isinstance(discriminator, ref.RefNLayerDiscriminator)
+
+
 @pytest.mark.parametrize("norm", ["batch", "instance", "none"])
 def test_generator_outputs_equal_torch(norm, tmp_path):
   config = _config(**{"model.norm": norm})
