@@ -133,3 +133,77 @@ def create_optimizer(config: ml_collections.ConfigDict, network: str = "generato
   if network == "generator":
     return optax.chain(adam, reduce_on_plateau(config.optim.plateau_steps, config.optim.lr))
   return optax.chain(adam, scale_by_shared_plateau())
+
+
+def apply_in_place(tx: optax.GradientTransformationExtraArgs, grads, opt_state, params, *,
+                   chunks: int = 64, min_chunk: int = 1024, **extra_args):
+  """(new params, new optimizer state): `tx.update` then `optax.apply_updates`, in place.
+
+  XLA:CPU fuses no multi-output loops, so Adam's new moments and the parameter update
+  become separate passes: the parameter's pass recomputes the new moments from the old ones,
+  and since the moments' passes overwrite the old moments (the state is donated), XLA first
+  copies the old parameters and moments of the whole state (docs/performance.md). Here each
+  parameter of at least `chunks` x `min_chunk` elements (a multiple of `chunks`) is updated
+  by one loop over `chunks` pieces: iteration k applies `tx` to piece k of the parameter,
+  its gradient and its moments and writes the results into the same arrays; the moments'
+  piece k was read by iteration k - 1 from the arrays it had written, so no pass reads an
+  array that another pass of the same iteration overwrites and XLA needs no copies. The
+  other parameters and the scalars of the state (step counts, plateau state) take one
+  ordinary `tx.update`. Every value is computed by `tx.update` itself, so the results are
+  those of `tx.update` + `optax.apply_updates` for a `tx` that is elementwise given its
+  scalar state (Adam and this module's learning-rate policies are; a global-norm clip is not).
+  """
+  param_leaves, params_def = jax.tree.flatten(params)
+  grad_leaves = params_def.flatten_up_to(grads)
+  state_leaves, state_def = jax.tree.flatten(opt_state)
+  # For each leaf of the state, the parameter it is a moment of (-1: a scalar of the state).
+  roles = jax.tree.leaves(optax.tree_utils.tree_map_params(
+      tx, lambda _, index: index, opt_state,
+      jax.tree.unflatten(params_def, range(len(param_leaves))),
+      transform_non_params=lambda _: -1))
+  large = {i for i, p in enumerate(param_leaves)
+           if p.size >= chunks * min_chunk and p.size % chunks == 0}
+  empty = lambda x: jnp.zeros((0,), x.dtype)
+
+  def apply(params, grads, state):
+    """tx.update + apply_updates on flat leaves (the large ones replaced by `params` etc.)."""
+    params = jax.tree.unflatten(params_def, params)
+    updates, new_state = tx.update(jax.tree.unflatten(params_def, grads),
+                                   jax.tree.unflatten(state_def, state), params, **extra_args)
+    return jax.tree.leaves(optax.apply_updates(params, updates)), jax.tree.leaves(new_state)
+
+  def leaves_with(large_params, large_grads, large_state):
+    """The flat leaves with the large parameters' (and their moments') given, others empty."""
+    return ([large_params[i] if i in large else empty(p) for i, p in enumerate(param_leaves)],
+            [large_grads[i] if i in large else empty(g) for i, g in enumerate(grad_leaves)],
+            [large_state[j] if j in large_state else x if role < 0 else empty(x)
+             for j, (role, x) in enumerate(zip(roles, state_leaves))])
+
+  small_params, small_state = apply(
+      [empty(p) if i in large else p for i, p in enumerate(param_leaves)],
+      [empty(g) if i in large else g for i, g in enumerate(grad_leaves)],
+      [x if role < 0 or role not in large else empty(x) for role, x in zip(roles, state_leaves)])
+  if not large:
+    return (jax.tree.unflatten(params_def, small_params),
+            jax.tree.unflatten(state_def, small_state))
+  pieces = lambda x: jnp.reshape(x, (chunks, -1))
+  piece_grads = {i: pieces(grad_leaves[i]) for i in large}
+  piece_params = {i: pieces(param_leaves[i]) for i in large}
+  piece_state = {j: pieces(x) for j, (role, x) in enumerate(zip(roles, state_leaves))
+                 if role in large}
+  row = lambda arrays, k: {key: x[k] for key, x in arrays.items()}
+
+  def body(k, carry):
+    piece_params, piece_state, state_k = carry
+    new_params, new_state = apply(*leaves_with(row(piece_params, k), row(piece_grads, k),
+                                               state_k))
+    piece_params = {i: x.at[k].set(new_params[i]) for i, x in piece_params.items()}
+    piece_state = {j: x.at[k].set(new_state[j]) for j, x in piece_state.items()}
+    return piece_params, piece_state, row(piece_state, jnp.minimum(k + 1, chunks - 1))
+  piece_params, piece_state, _ = jax.lax.fori_loop(
+      0, chunks, body, (piece_params, piece_state, row(piece_state, 0)))
+  new_params = [jnp.reshape(piece_params[i], p.shape) if i in large else small_params[i]
+                for i, p in enumerate(param_leaves)]
+  new_state = [jnp.reshape(piece_state[j], x.shape) if j in piece_state else small_state[j]
+               for j, x in enumerate(state_leaves)]
+  return jax.tree.unflatten(params_def, new_params), jax.tree.unflatten(state_def, new_state)

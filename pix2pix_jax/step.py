@@ -172,9 +172,9 @@ def update_discriminator(d: NetworkState, batch: dict[str, jax.Array], fakes: ja
     return loss + penalty, (stats, objective.report(fake_logits, real_logits, penalty))
   (loss, (batch_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(d.params)
   grads = _pmean(grads, axis_name)
-  updates, opt_state = pix2pix.discriminator_tx.update(grads, d.opt_state, d.params,
-                                                       lr_scale=lr_scale)
-  d = NetworkState(optax.apply_updates(d.params, updates), batch_stats, opt_state)
+  params, opt_state = optimizers.apply_in_place(pix2pix.discriminator_tx, grads, d.opt_state,
+                                                d.params, lr_scale=lr_scale)
+  d = NetworkState(params, batch_stats, opt_state)
   return d, _pmean({"d_loss": loss, **metrics}, axis_name), grads
 
 
@@ -203,9 +203,9 @@ def update_generator(g: NetworkState, d: NetworkState, batch: dict[str, jax.Arra
   (grads,) = generator_vjp(loss_grad_wrt_fakes)
   grads = _pmean(grads, axis_name)
   metrics = _pmean({**metrics, "g_loss": loss}, axis_name)
-  updates, opt_state = pix2pix.generator_tx.update(grads, g.opt_state, g.params,
-                                                   value=metrics["g_loss"])
-  g = NetworkState(optax.apply_updates(g.params, updates), g.batch_stats, opt_state)
+  params, opt_state = optimizers.apply_in_place(pix2pix.generator_tx, grads, g.opt_state,
+                                                g.params, value=metrics["g_loss"])
+  g = NetworkState(params, g.batch_stats, opt_state)
   return g, d_batch_stats, metrics, grads
 
 

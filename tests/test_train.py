@@ -1,5 +1,7 @@
 """Train-step tests: device-count independence, one generator pass, losses, schedule, config."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import numpy as np
@@ -13,6 +15,7 @@ from pix2pix_jax import optimizers
 from pix2pix_jax import parallel
 from pix2pix_jax import step as step_lib
 from pix2pix_jax import train
+import test_optimizers as optimizers_test
 
 
 def _tiny_config(**overrides):
@@ -211,3 +214,18 @@ def test_all_finite_finds_every_inf_and_nan_and_nothing_else():
     broken = big.copy()
     broken[2, 4] = bad
     assert not bool(check({"a": tiny, "b": broken})), bad
+
+
+def test_step_updates_in_place_as_plain_adam(monkeypatch):
+  """The step's Adam through optimizers.apply_in_place's loop (forced onto the tiny networks'
+  kernels) leaves the state where the ordinary optax update does, to float32 rounding (XLA
+  may contract a multiply-add into one instruction in one program and not in the other)."""
+  config = _tiny_config()
+  devices = jax.local_devices()[:1]
+  apply_in_place = optimizers.apply_in_place
+  states = []
+  for min_chunk in (8, 2**40):  # every kernel through the loop; none
+    monkeypatch.setattr(optimizers, "apply_in_place", functools.partial(
+        apply_in_place, chunks=4, min_chunk=min_chunk))
+    states.append(jax.device_get(_run_steps(config, devices, 1)[0]))
+  jax.tree.map(optimizers_test.assert_equal_to_rounding, *states)
