@@ -135,26 +135,29 @@ def current_rss_mb() -> float:
 
 
 def prepared_train_step(config, batch_size: int, memory: Optional[dict] = None):
-  """(compiled step, replicated state, batch, rng, compile seconds) on one device, built and
-  compiled as train.py does (the freed memory of each handed back); `memory` gets the
-  resident memory after each (rss_mb_state, rss_mb_compiled)."""
+  """(compiled step, replicated state, batch, rng, compile seconds) on one device, compiled
+  and built as train.py does (the step first, then the state; the freed memory of each
+  handed back); `memory` gets the resident memory after each (rss_mb_compiled,
+  rss_mb_state)."""
   memory = {} if memory is None else memory
   devices = jax.local_devices()[:1]
   config = config.copy_and_resolve_references()
   config.batch_size = batch_size
   pix2pix = step_lib.Pix2Pix.from_config(config)
   rng = jax.random.key(0)
-  state = parallel.replicate(step_lib.create_train_state(config, rng, pix2pix), devices)
-  jax.block_until_ready(state)
-  host_memory.release_freed_memory()  # as train.py does
-  memory["rss_mb_state"] = current_rss_mb()
   batch = jax.device_put(parallel.shard(random_batch(config, batch_size), 1),
                          parallel.device_sharding(devices))
   step_fn = step_lib.make_parallel_train_step(pix2pix, devices=devices)
   start = time.perf_counter()
-  compiled = train.compile_step(step_fn, state, batch, rng)
+  compiled = train.compile_step(step_fn, train.abstract_replicated_state(config, devices),
+                                batch, rng)
   compile_s = time.perf_counter() - start
   memory["rss_mb_compiled"] = current_rss_mb()
+  state = parallel.replicate(step_lib.create_train_state(config, rng, pix2pix), devices,
+                             consume=True)
+  jax.block_until_ready(state)
+  host_memory.release_freed_memory()  # as train.py does
+  memory["rss_mb_state"] = current_rss_mb()
   return compiled, state, batch, rng, compile_s
 
 
@@ -162,8 +165,8 @@ def time_train(config, batch_size: int, steps: int, start_time: float = None) ->
   """Images/s of the train step at `batch_size` on one device, plus compile time and FLOPs.
 
   first_step_s: from `start_time` (default: this call) to the end of the first step. Where
-  the memory goes: rss_mb_{start,state,compiled,steps} (resident memory when called, with
-  the train state built, the step compiled, after the timed steps), state_mb (the step's
+  the memory goes: rss_mb_{start,compiled,state,steps} (resident memory when called, with
+  the step compiled, with the train state built, after the timed steps), state_mb (the step's
   arguments: both networks' parameters, batch statistics and Adam states) and step_temp_mb
   (XLA's scratch buffers of one step: gradients, activations kept for the backward pass).
   """

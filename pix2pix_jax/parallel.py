@@ -5,9 +5,12 @@ Training is data parallel over `jax.local_devices()` with `jax.pmap` on one name
 over it, so a step sees the global batch whatever the device count.
 """
 
+import collections
+import functools
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from pix2pix_jax import configuration
@@ -45,15 +48,43 @@ def device_sharding(devices=None) -> jax.sharding.NamedSharding:
                                     jax.sharding.PartitionSpec(AXIS_NAME))
 
 
-def replicate(tree: Any, devices=None) -> Any:
-  """One copy of `tree` on each local device (the leading axis of a pmap argument)."""
+def replicate(tree: Any, devices=None, *, consume: bool = False) -> Any:
+  """One copy of `tree` on each local device (the leading axis of a pmap argument).
+
+  On one device the copy is computed there (a jitted broadcast) rather than put there from
+  host memory: XLA:CPU copied a state put from host memory once more at the first step it
+  was donated to, ~650 MB above the steady state at unet_256 (docs/performance.md). With
+  `consume`, each array of `tree` is deleted once copied (the caller's `tree` is then
+  unusable), so that at most one array is held twice rather than the whole state.
+  """
   sharding = device_sharding(devices)
   count = sharding.mesh.size
+  broadcast = _broadcaster(sharding)
 
   def put(x):
+    if count == 1 and (not isinstance(x, jax.Array) or x.sharding.device_set ==
+                       sharding.device_set):
+      return broadcast(x)
     x = np.asarray(jax.device_get(x))
     return jax.device_put(np.broadcast_to(x, (count,) + x.shape), sharding)
-  return jax.tree.map(put, tree)
+  leaves, treedef = jax.tree.flatten(tree)
+  uses = collections.Counter(id(x) for x in leaves)
+  copies = []
+  for x in leaves:
+    copies.append(put(x))
+    uses[id(x)] -= 1
+    if consume and isinstance(x, jax.Array) and not uses[id(x)]:
+      copies[-1].block_until_ready()
+      x.delete()
+  return jax.tree.unflatten(treedef, copies)
+
+
+@functools.lru_cache(maxsize=None)
+def _broadcaster(sharding: jax.sharding.NamedSharding):
+  """A jitted x -> (device count, *x.shape) laid out over `sharding`'s devices."""
+  count = sharding.mesh.size
+  return jax.jit(lambda x: jnp.broadcast_to(x, (count,) + jnp.shape(x)),
+                 out_shardings=sharding)
 
 
 def first_copy(tree: Any) -> Any:

@@ -240,6 +240,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       lock.release()
 
 
+def abstract_replicated_state(config: ml_collections.ConfigDict, devices=None):
+  """The shapes, dtypes and shardings of `parallel.replicate(state, devices)` for `config`."""
+  sharding = parallel.device_sharding(devices)
+  return jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct((sharding.mesh.size,) + s.shape, s.dtype,
+                                     sharding=sharding, weak_type=s.weak_type),
+      step_lib.abstract_train_state(config))
+
+
+def precompiled_step(config: ml_collections.ConfigDict, p_train_step, train_source):
+  """`compile_step` for `config`'s state and the first batch of `train_source`, called
+  before the state exists: the compiler's working memory (~0.9 GB at unet_256 with a cold
+  compilation cache) is then not held on top of the state (docs/performance.md)."""
+  if jax.process_count() > 1:
+    return p_train_step
+  batch = parallel.shard(input_pipeline.create_train_dataset(config, train_source)[0])
+  return compile_step(p_train_step, abstract_replicated_state(config), batch,
+                      jax.eval_shape(lambda: jax.random.key(0)))
+
+
 def compile_step(p_train_step, replicated_state, batch, step_rng):
   """The pmapped step compiled before its first call, the compiler's freed memory handed
   back to the OS, so that the first step's buffers do not come on top of it (host_memory).
@@ -257,6 +277,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, norm_mode: str, weig
   """train_and_evaluate's loop, with the workdir's lock held."""
   workdir = checkpoints.check_workdir(workdir, config)
   pix2pix = step_lib.Pix2Pix.from_config(config)
+  p_train_step = step_lib.make_parallel_train_step(pix2pix)
+  compiled_step = precompiled_step(config, p_train_step, data.sources["train"])
   manager = checkpoints.create_manager(workdir, config)
   # The state to resume from first: config.json is rewritten only once it is known.
   try:
@@ -285,11 +307,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, norm_mode: str, weig
   validator = (evaluation.make_validator(config, workdir, sources["test"], writer)
                if primary else None)
 
-  p_train_step = step_lib.make_parallel_train_step(pix2pix)
-  replicated_state = parallel.replicate(state)
-  del state  # the host copy (a second copy of every network and Adam state off the CPU).
+  replicated_state = parallel.replicate(state, consume=True)
+  del state  # its arrays are deleted: each was copied onto the devices and freed in turn.
   host_memory.release_freed_memory()  # what initialising the networks used.
-  compiled_step = None
   batches = input_pipeline.train_batches(
       config, sources["train"], start_step=start_step,
       process_index=jax.process_index(), process_count=jax.process_count())
@@ -300,8 +320,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str, norm_mode: str, weig
     with StopRequest() as stop:
       for step in range(start_step + 1, config.num_train_steps + 1):
         batch = parallel.shard(next(batches))
-        if compiled_step is None:
-          compiled_step = compile_step(p_train_step, replicated_state, batch, step_rng)
         replicated_state, metrics = compiled_step(replicated_state, batch, step_rng)
         history.append(metrics)
         if len(history) > MAX_STEPS_IN_FLIGHT:

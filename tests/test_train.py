@@ -229,3 +229,20 @@ def test_step_updates_in_place_as_plain_adam(monkeypatch):
         apply_in_place, chunks=4, min_chunk=min_chunk))
     states.append(jax.device_get(_run_steps(config, devices, 1)[0]))
   jax.tree.map(optimizers_test.assert_equal_to_rounding, *states)
+
+
+@pytest.mark.parametrize("device_count", [1, 2])
+def test_replicate_copies_onto_each_device_and_consumes_on_request(device_count):
+  devices = jax.local_devices()[:device_count]
+  shared = jax.numpy.arange(6.0).reshape(2, 3)
+  tree = {"a": shared, "b": shared, "c": np.int32(7)}
+  kept = parallel.replicate(tree, devices)
+  assert not shared.is_deleted()
+  consumed = parallel.replicate(tree, devices, consume=True)
+  assert shared.is_deleted()  # after its last use in the tree, not its first
+  for replicated in (kept, consumed):
+    assert replicated["a"].shape == (device_count, 2, 3)
+    assert replicated["a"].sharding == parallel.device_sharding(devices)
+    for copy in range(device_count):
+      np.testing.assert_array_equal(replicated["b"][copy], np.arange(6.0).reshape(2, 3))
+      assert int(replicated["c"][copy]) == 7
