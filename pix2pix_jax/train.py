@@ -251,7 +251,7 @@ def abstract_replicated_state(config: ml_collections.ConfigDict, devices=None):
 
 def precompiled_step(config: ml_collections.ConfigDict, p_train_step, train_source):
   """`compile_step` for `config`'s state and the first batch of `train_source`, called
-  before the state exists: the compiler's working memory (~0.9 GB at unet_256 with a cold
+  before the state exists: the compiler's working memory (~600 MB at unet_256 with a cold
   compilation cache) is then not held on top of the state (docs/performance.md)."""
   if jax.process_count() > 1:
     return p_train_step
