@@ -26,6 +26,11 @@ config_flags.DEFINE_config_file("config", "configs/default.py", "Model config.",
 flags.DEFINE_integer("batch_size", 1, "Batch size.")
 flags.DEFINE_integer("repeats", 5, "Timed calls per measurement (median).")
 flags.DEFINE_list("impls", ["xla", "gemm", "tuned"], "conv_impl values to compare.")
+flags.DEFINE_list("formulations", [],
+                  "conv_ops.FORMULATIONS to time one by one, every pass by the same one "
+                  "(xla, gemm, phase); with '/image' (e.g. xla/image), applied to the "
+                  "batch's images one at a time, the results concatenated.")
+flags.DEFINE_list("layers", [], "Only these layers (e.g. G.down_0,D.conv_1); default all.")
 
 
 def network_layers(config):
@@ -61,15 +66,23 @@ def median_ms(fn, *args, repeats: int) -> float:
   return float(np.median(times)) * 1e3
 
 
-def time_layer(kind, input_shape, features, stride, padding, impl, batch_size, repeats):
+def formulation_forward(kind, name, stride, padding):
+  """forward(x, kernel) of one conv_ops formulation ('gemm', 'xla/image', ...)."""
+  formulation = conv_ops.formulation(kind, name)
+  return lambda x, kernel: formulation(x, kernel, stride, padding)
+
+
+def time_layer(kind, input_shape, features, stride, padding, impl, batch_size, repeats,
+               formulation=None):
+  """Forward, input- and kernel-gradient ms of one layer by `impl` (or `formulation`)."""
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal((batch_size,) + input_shape), jnp.float32)
   kernel = jnp.asarray(rng.standard_normal((4, 4, input_shape[-1], features)) * 0.02,
                        jnp.float32)
   op = conv_ops.conv2d if kind == "conv" else conv_ops.conv_transpose2d
 
-  def forward(x, kernel):
-    return op(x, kernel, stride=stride, padding=padding, impl=impl)
+  forward = (formulation_forward(kind, formulation, stride, padding) if formulation else
+             lambda x, kernel: op(x, kernel, stride=stride, padding=padding, impl=impl))
   y = jax.jit(forward)(x, kernel)
   g = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
   input_grad = jax.jit(lambda x, k, g: jax.vjp(lambda x_: forward(x_, k), x)[1](g)[0])
@@ -86,6 +99,8 @@ def main(argv):
   del argv
   totals = {impl: 0.0 for impl in FLAGS.impls}
   for name, kind, shape, features, stride, padding in network_layers(FLAGS.config):
+    if FLAGS.layers and name not in FLAGS.layers:
+      continue
     for impl in FLAGS.impls:
       result = time_layer(kind, shape, features, stride, padding, impl, FLAGS.batch_size,
                           FLAGS.repeats)
@@ -93,6 +108,12 @@ def main(argv):
       print(json.dumps({"layer": name, "kind": kind, "input": shape, "features": features,
                         "stride": stride, "impl": impl, "batch_size": FLAGS.batch_size,
                         **result}), flush=True)
+    for formulation in FLAGS.formulations:
+      result = time_layer(kind, shape, features, stride, padding, None, FLAGS.batch_size,
+                          FLAGS.repeats, formulation=formulation)
+      print(json.dumps({"layer": name, "kind": kind, "input": shape, "features": features,
+                        "stride": stride, "formulation": formulation,
+                        "batch_size": FLAGS.batch_size, **result}), flush=True)
   print(json.dumps({"total_ms_fwd_plus_grads": totals, "batch_size": FLAGS.batch_size}))
 
 

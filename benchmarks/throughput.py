@@ -285,7 +285,8 @@ def compare(argv: list[str]) -> dict:
       runs["reference", key].append(run_worker(reference + [f"--task={task}", *extra], env))
   summary = {
       "date": time.strftime("%Y-%m-%d"), "device": str(jax.devices()[0].device_kind),
-      "cpu": platform.processor() or platform.machine(), "jax": jax.__version__,
+      "cpu": platform.processor() or platform.machine(),
+      "cpu_isa": timing.cpu_vector_isa(), "jax": jax.__version__,
       "torch": runs["reference", "infer"][0]["torch"], "threads": threads,
       "processes": FLAGS.processes, "conv_impl": config.model.conv_impl,
       "dtype": config.model.dtype, "crop_size": config.data.crop_size,
@@ -412,7 +413,8 @@ def main(argv):
   summary = {
       "date": time.strftime("%Y-%m-%d"), "device": str(jax.devices()[0].device_kind),
       "backend": jax.default_backend(), "cpu": platform.processor() or platform.machine(),
-      "jax": jax.__version__, "conv_impl": config.model.conv_impl,
+      "cpu_isa": timing.cpu_vector_isa(), "jax": jax.__version__,
+      "conv_impl": config.model.conv_impl,
       "dtype": config.model.dtype, "crop_size": config.data.crop_size,
       "num_downs": config.model.num_downs,
   }

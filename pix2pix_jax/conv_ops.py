@@ -173,6 +173,28 @@ FORMULATIONS = {
     "transpose": {"xla": _conv_transpose_xla, "gemm": _conv_transpose_gemm,
                   "phase": _conv_transpose_phase},
 }
+MAX_IMAGES_ONE_BY_ONE = 8  # A plan names 'xla/image' only for batches of up to this many.
+
+
+def one_image_at_a_time(formulation):
+  """`formulation` applied to each image of the batch alone, the results concatenated.
+
+  The same sums (a kernel gradient through it is the sum of the images' kernel gradients).
+  XLA:CPU's kernel gradients of the large strided convs are slower on a batch than on its
+  images one by one (docs/performance.md: at batch 4, e.g. G.down_0 50 -> 15 ms)."""
+  def per_image(x, kernel, stride, padding):
+    return jnp.concatenate([formulation(x[i:i + 1], kernel, stride, padding)
+                            for i in range(x.shape[0])])
+  return per_image
+
+
+def formulation(kind: str, name: str):
+  """The function of a plan's entry: 'xla', 'gemm', 'phase', or one of them + '/image'."""
+  base, _, per_image = name.partition("/")
+  if per_image not in ("", "image") or base not in FORMULATIONS[kind]:
+    raise ValueError(f"No {kind} formulation {name!r}.")
+  function = FORMULATIONS[kind][base]
+  return one_image_at_a_time(function) if per_image else function
 
 
 class Plan(NamedTuple):
@@ -190,18 +212,22 @@ def cpu_plan(kind: str, x_shape, output_shape, stride: int) -> Plan:
   transposed convolutions, its convolutions of few pixels with many channels (the U-Net's
   inner levels) and its convolutions of stride-dilated operands (a strided conv's input
   gradient, a transposed conv's forward) fall off the fast path; there the matrix products
-  ('gemm') or the phase decomposition ('phase') win. Sizes are pixels in the whole batch,
-  N * H * W, of the pass's input (`x_shape`) or output (`output_shape`), both NHWC.
+  ('gemm') or the phase decomposition ('phase') win; the kernel gradients of the large
+  strided convs run faster image by image ('xla/image') in a batch of a few. Sizes are pixels
+  in the whole batch, N * H * W, of the pass's input (`x_shape`) or output (`output_shape`),
+  both NHWC.
   """
   in_pixels = x_shape[0] * x_shape[1] * x_shape[2]
   out_pixels = output_shape[0] * output_shape[1] * output_shape[2]
   if stride == 1:
     return Plan("xla", "xla", "xla")
   if kind == "conv":
-    # A stride-2 conv's input gradient convolves the stride-dilated output gradient.
+    # A stride-2 conv's input gradient convolves the stride-dilated output gradient. Its
+    # kernel gradient over many pixels is faster image by image than on a batch of a few.
+    few_images = 1 < x_shape[0] <= MAX_IMAGES_ONE_BY_ONE
     return Plan("gemm" if in_pixels <= 256 else ("phase" if x_shape[3] <= 8 else "xla"),
                 "gemm" if in_pixels <= 1024 else "phase",
-                "gemm" if out_pixels <= 256 else "xla")
+                "gemm" if out_pixels <= 256 else "xla/image" if few_images else "xla")
   # XLA:CPU's transposed conv of a few input pixels with many channels is pathological
   # once the batch has more than one image (unet_256's G.up_6, 2x2x1024 at batch 4: 132 ms
   # against 2 ms as products; the cpu variant's G.up_4: 24 ms against 0.8). The outermost
@@ -223,7 +249,7 @@ def plan_for(kind: str, impl: str, x_shape, stride: int, output_shape) -> Plan:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
 def _planned(x, kernel, kind, plan, stride, padding):
-  return FORMULATIONS[kind][plan.forward](x, kernel, stride, padding)
+  return formulation(kind, plan.forward)(x, kernel, stride, padding)
 
 
 def _planned_fwd(x, kernel, kind, plan, stride, padding):
@@ -233,8 +259,8 @@ def _planned_fwd(x, kernel, kind, plan, stride, padding):
 def _planned_bwd(kind, plan, stride, padding, residuals, g):
   """Each gradient as the derivative of its own (exact) formulation of the same function."""
   x, kernel = residuals
-  input_form = FORMULATIONS[kind][plan.input_grad]
-  kernel_form = FORMULATIONS[kind][plan.kernel_grad]
+  input_form = formulation(kind, plan.input_grad)
+  kernel_form = formulation(kind, plan.kernel_grad)
   (dx,) = jax.vjp(lambda x_: input_form(x_, kernel, stride, padding), x)[1](g)
   (dk,) = jax.vjp(lambda k_: kernel_form(x, k_, stride, padding), kernel)[1](g)
   return dx, dk
@@ -246,7 +272,7 @@ _planned.defvjp(_planned_fwd, _planned_bwd)
 def _apply(kind, x, kernel, stride, padding, impl, output_shape):
   plan = plan_for(kind, impl, x.shape, stride, output_shape)
   if plan.forward == plan.input_grad == plan.kernel_grad:
-    return FORMULATIONS[kind][plan.forward](x, kernel, stride, padding)
+    return formulation(kind, plan.forward)(x, kernel, stride, padding)
   return _planned(x, kernel, kind, plan, stride, padding)
 
 

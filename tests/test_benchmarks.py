@@ -125,3 +125,38 @@ print(json.dumps(summarise(events, steps=2, top=5)))
   assert summary == {"ops_ms_per_step": 2.2, "by_kind": [
       {"kind": "ynn_fusion", "ms_per_step": 2.0, "ops_per_step": 1},
       {"kind": "copy", "ms_per_step": 0.2, "ops_per_step": 0}]}
+
+
+def test_layers_formulation_one_image_at_a_time_computes_the_same_conv():
+  """benchmarks.layers --formulations: each formulation, batched or image by image, is the
+  same convolution (its own process: the benchmarks' absl flags share names)."""
+  code = """
+import jax.numpy as jnp
+import numpy as np
+from benchmarks import layers
+rng = np.random.default_rng(0)
+x = jnp.asarray(rng.standard_normal((3, 8, 8, 4)), jnp.float32)
+for kind in ("conv", "transpose"):
+  kernel = jnp.asarray(rng.standard_normal((4, 4, 4, 5)), jnp.float32)
+  batched = layers.formulation_forward(kind, "xla", 2, 1)(x, kernel)
+  for name in ("gemm/image", "phase/image", "xla/image"):
+    image_by_image = layers.formulation_forward(kind, name, 2, 1)(x, kernel)
+    assert image_by_image.shape == batched.shape, (kind, name)
+    np.testing.assert_allclose(image_by_image, batched, rtol=1e-4, atol=1e-4)
+print("ok")
+"""
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+def test_cpu_vector_isa_names_the_widest_flag(monkeypatch, tmp_path):
+  from benchmarks import timing
+  assert isinstance(timing.cpu_vector_isa(), str) and timing.cpu_vector_isa()
+  cpuinfo = tmp_path / "cpuinfo"
+  cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n")
+  real_open = open
+  monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(
+      cpuinfo if path == "/proc/cpuinfo" else path, *a, **k))
+  assert timing.cpu_vector_isa() == "avx2"

@@ -113,6 +113,23 @@ def test_every_plan_of_a_layer_is_exact():
         np.testing.assert_allclose(have, want, atol=1e-4, rtol=1e-5, err_msg=f"{kind} {plan}")
 
 
+def test_plans_image_by_image_are_exact():
+  """A formulation applied image by image ('/image'), in every pass, is the same conv."""
+  rng = np.random.default_rng(4)
+  x = jnp.asarray(rng.standard_normal((3, 6, 6, 3)), jnp.float32)
+  for kind in OPS:
+    kernel = jnp.asarray(rng.standard_normal((4, 4, 3, 5)), jnp.float32)
+    cotangent = jnp.ones_like(OPS[kind](x, kernel, stride=2, padding=1, impl="xla"))
+    ref = _forward_and_grads(kind, "xla", 2, x, kernel, cotangent)
+    for name in ("xla", "gemm", "phase"):
+      plan = conv_ops.Plan(f"{name}/image", name, f"{name}/image")
+      y, vjp = jax.vjp(lambda x_, k_: conv_ops._planned(x_, k_, kind, plan, 2, 1), x, kernel)  # pylint: disable=cell-var-from-loop,protected-access
+      for want, have in zip(ref, (y,) + vjp(cotangent)):
+        np.testing.assert_allclose(have, want, atol=1e-4, rtol=1e-5, err_msg=f"{kind} {plan}")
+  with pytest.raises(ValueError, match="formulation"):
+    conv_ops.formulation("conv", "xla/pixel")
+
+
 def test_tuned_plan_mixes_formulations_at_unet_256_sizes():
   """The CPU plan really uses the matrix products where the plain path is slow."""
   inner = conv_ops.cpu_plan("transpose", (1, 2, 2, 1024), (1, 4, 4, 512), 2)
@@ -125,6 +142,10 @@ def test_tuned_plan_mixes_formulations_at_unet_256_sizes():
   # At batch 4 the big levels' stride-dilated passes go through the phases.
   assert conv_ops.cpu_plan("conv", (4, 128, 128, 64), (4, 64, 64, 128), 2).input_grad == "phase"
   assert conv_ops.cpu_plan("transpose", (4, 64, 64, 256), (4, 128, 128, 64), 2).forward == "phase"
+  # The large strided convs' kernel gradients go image by image in a batch of a few.
+  down_1 = lambda n: conv_ops.cpu_plan("conv", (n, 128, 128, 64), (n, 64, 64, 128), 2)
+  assert [down_1(n).kernel_grad for n in (1, 4, 8, 16)] == ["xla", "xla/image", "xla/image",
+                                                           "xla"]
   assert conv_ops.resolve_impl("auto") == ("tuned" if jax.default_backend() == "cpu" else "xla")
   with pytest.raises(ValueError, match="conv_impl"):
     conv_ops.resolve_impl("fast")
