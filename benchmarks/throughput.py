@@ -263,6 +263,18 @@ def median_of(records: list[dict], key: str) -> float:
   return float(np.median([r[key] for r in records]))
 
 
+def run_description(config) -> dict:
+  """What a summary line says of the run: date, machine, versions and the model's sizes."""
+  return {
+      "date": time.strftime("%Y-%m-%d"), "device": str(jax.devices()[0].device_kind),
+      "backend": jax.default_backend(), "cpu": platform.processor() or platform.machine(),
+      "cpu_isa": timing.cpu_vector_isa(), "jax": jax.__version__,
+      "conv_impl": config.model.conv_impl, "dtype": config.model.dtype,
+      "crop_size": config.data.crop_size, "num_downs": config.model.num_downs,
+      "ngf": config.model.ngf,
+  }
+
+
 def compare(argv: list[str]) -> dict:
   """Ours and the reference in fresh processes, interleaved; the summary of medians."""
   config = FLAGS.config
@@ -283,15 +295,8 @@ def compare(argv: list[str]) -> dict:
     for task, extra, key in tasks:
       runs["ours", key].append(run_worker(ours + [f"--worker={task}", *extra], env))
       runs["reference", key].append(run_worker(reference + [f"--task={task}", *extra], env))
-  summary = {
-      "date": time.strftime("%Y-%m-%d"), "device": str(jax.devices()[0].device_kind),
-      "cpu": platform.processor() or platform.machine(),
-      "cpu_isa": timing.cpu_vector_isa(), "jax": jax.__version__,
-      "torch": runs["reference", "infer"][0]["torch"], "threads": threads,
-      "processes": FLAGS.processes, "conv_impl": config.model.conv_impl,
-      "dtype": config.model.dtype, "crop_size": config.data.crop_size,
-      "num_downs": config.model.num_downs, "ngf": config.model.ngf,
-  }
+  summary = {**run_description(config), "torch": runs["reference", "infer"][0]["torch"],
+             "threads": threads, "processes": FLAGS.processes}
   every = [r for records in runs.values() for r in records]
   peaks = {side: median_of([r for r in every if r["side"] == side], "matmul_peak_gflops")
            for side in ("ours", "reference")}
@@ -410,14 +415,7 @@ def main(argv):
   if FLAGS.reference:
     emit(compare(sys.argv))
     return
-  summary = {
-      "date": time.strftime("%Y-%m-%d"), "device": str(jax.devices()[0].device_kind),
-      "backend": jax.default_backend(), "cpu": platform.processor() or platform.machine(),
-      "cpu_isa": timing.cpu_vector_isa(), "jax": jax.__version__,
-      "conv_impl": config.model.conv_impl,
-      "dtype": config.model.dtype, "crop_size": config.data.crop_size,
-      "num_downs": config.model.num_downs,
-  }
+  summary = run_description(config)
   peak = matmul_peak_gflops(jnp.dtype(config.model.dtype), FLAGS.matmul_size)
   summary["matmul_peak_gflops"] = peak
   emit({"measurement": "matmul_peak_gflops", "value": peak})
