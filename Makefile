@@ -42,7 +42,7 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 	touch $@
 
 test: $(VENV)/.installed $(VENV)/.installed-torch $(VENV)/.installed-test  ## run the test suite (torch included)
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --max-worker-restart=0 tests
 
 test-fast: $(VENV)/.installed  ## the fast tier while working: no whole runs, subprocesses or torch training
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" tests
