@@ -12,8 +12,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 # One folder per xdist worker (gw0, gw1; "main" without xdist): a worker and the processes it
 # starts run one after another, so no cache file is written by one process while another loads it.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
-    ROOT, ".pytest_cache", "jax_compilation_cache", os.environ.get("PYTEST_XDIST_WORKER", "main")))
+# (A worker inherits the controller's environment, so its own folder replaces the controller's.)
+_CACHE_ROOT = os.path.join(ROOT, ".pytest_cache", "jax_compilation_cache")
+if os.environ.get("JAX_COMPILATION_CACHE_DIR", _CACHE_ROOT).startswith(_CACHE_ROOT):
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(
+      _CACHE_ROOT, os.environ.get("PYTEST_XDIST_WORKER", "main"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import jax  # pylint: disable=g-import-not-at-top
