@@ -10,8 +10,9 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-# One folder per xdist worker (gw0, gw1; "main" without xdist): a worker and the processes it
-# starts run one after another, so no cache file is written by one process while another loads it.
+# One folder per xdist worker (gw0, gw1; "main" without xdist), shared only with the processes it
+# starts: the two workers never load each other's entries (a CI run segfaulted loading a cached
+# executable while both shared one folder; the exact cause in XLA is not known).
 # (A worker inherits the controller's environment, so its own folder replaces the controller's.)
 _CACHE_ROOT = os.path.join(ROOT, ".pytest_cache", "jax_compilation_cache")
 if os.environ.get("JAX_COMPILATION_CACHE_DIR", _CACHE_ROOT).startswith(_CACHE_ROOT):
