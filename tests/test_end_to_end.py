@@ -74,7 +74,8 @@ def test_cli_bad_config_value_is_one_clear_line(tmp_path):
 
 
 def test_cli_batch_not_divisible_by_devices(tmp_path):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "")
+             + " --xla_force_host_platform_device_count=2")
   result = subprocess.run(
       [sys.executable, "main.py", f"--workdir={tmp_path / 'odd'}",
        "--config=configs/default.py:tiny", "--config.batch_size=3"],

@@ -40,7 +40,8 @@ def _config(cache_dir, **overrides):
 
 def _env(devices=2):
   env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["XLA_FLAGS"] = (f"{os.environ.get('XLA_FLAGS', '')} "  # (conftest's flags kept)
+                      f"--xla_force_host_platform_device_count={devices}")
   env["PYTHONPATH"] = ROOT
   return env
 
