@@ -9,6 +9,9 @@ not a dependency of the project) and prints one JSON line: the step's wall time 
 `copy_bitcast_fusion` = copies and layout changes, `convolution-base-dilated` = XLA:CPU's
 slow generic convolution), milliseconds per step and ops per step, largest first.
 `--hlo=FILE` also writes the compiled step's HLO text (to look an op up by name).
+`--infer` profiles the generator's inference (`running` norm mode, `--batch_size` images)
+instead of the train step. XLA:CPU's own (Eigen) convolutions run on its thread pool without
+trace events: the wall time less the ops' sum is mostly theirs.
 
   python -m benchmarks.profile_step --config=configs/default.py --batch_size=4
 """
@@ -32,6 +35,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("trace_steps", 3, "Traced steps (after 2 untraced ones).")
 flags.DEFINE_integer("top", 20, "Op kinds to list.")
 flags.DEFINE_string("hlo", None, "Optional file for the compiled step's HLO text.")
+flags.DEFINE_bool("infer", False, "Profile the generator's inference (running mode) instead "
+                  "of the train step.")
 
 _HOST_EVENTS = ("ThreadpoolListener", "ThunkExecutor", "$", "PjitFunction",
                 "PythonRefManager", "SlinkyThreadPool")
@@ -57,30 +62,53 @@ def summarise(events: list[dict], steps: int, top: int) -> dict:
                       for kind, us in total_us.most_common(top)]}
 
 
+def prepared_step(config):
+  """(a call of one train step that waits for it, the compiled step)."""
+  compiled, state, batch, rng, _ = throughput.prepared_train_step(config, FLAGS.batch_size)
+  def call():
+    nonlocal state
+    state, metrics = compiled(state, batch, rng)
+    jax.block_until_ready(metrics)
+  return call, compiled
+
+
+def prepared_inference(config):
+  """(a call of the generator on a random batch in running mode that waits for it, the
+  compiled generator)."""
+  from pix2pix_jax import models  # pylint: disable=g-import-not-at-top
+  from pix2pix_jax import step as step_lib  # pylint: disable=g-import-not-at-top
+  generator = models.create_generator(config.model)
+  variables = step_lib.create_train_state(config, jax.random.key(0), step_lib.Pix2Pix.from_config(
+      config, axis_name=None)).generator.variables
+  images = jax.device_put(throughput.random_batch(config, FLAGS.batch_size)["input"])
+  compiled = jax.jit(lambda v, x: generator.apply(v, x, train=False)).lower(
+      variables, images).compile()
+  return lambda: jax.block_until_ready(compiled(variables, images)), compiled
+
+
 def main(argv):
   del argv
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                              " --xla_cpu_enable_xprof_traceme=true")
   from xprof.convert import raw_to_tool_data  # pylint: disable=g-import-not-at-top
   config = FLAGS.config
-  compiled, state, batch, rng, _ = throughput.prepared_train_step(config, FLAGS.batch_size)
+  call, compiled = (prepared_inference if FLAGS.infer else prepared_step)(config)
   if FLAGS.hlo:
     with open(FLAGS.hlo, "w", encoding="utf-8") as f:
       f.write(compiled.as_text())
   for _ in range(2):
-    state, metrics = compiled(state, batch, rng)
-    jax.block_until_ready(metrics)
+    call()
   folder = tempfile.mkdtemp(prefix="profile_step_")
   start = time.perf_counter()
   with jax.profiler.trace(folder):
     for _ in range(FLAGS.trace_steps):
-      state, metrics = compiled(state, batch, rng)
-      jax.block_until_ready(metrics)
+      call()
   wall_ms = (time.perf_counter() - start) / FLAGS.trace_steps * 1e3
   path = glob.glob(os.path.join(folder, "**", "*.xplane.pb"), recursive=True)[0]
   data, _ = raw_to_tool_data.xspace_to_tool_data([path], "trace_viewer", {})
   events = json.loads(data)["traceEvents"]
-  print(json.dumps({"batch_size": FLAGS.batch_size, "crop_size": config.data.crop_size,
+  print(json.dumps({"what": "infer" if FLAGS.infer else "train_step",
+                    "batch_size": FLAGS.batch_size, "crop_size": config.data.crop_size,
                     "conv_impl": config.model.conv_impl, "jax": jax.__version__,
                     "wall_ms_per_step": round(wall_ms, 1),
                     **summarise(events, FLAGS.trace_steps, FLAGS.top)}), flush=True)
