@@ -39,21 +39,38 @@ def resolve_norm_mode(norm_mode: str, batch_size: int) -> str:
   return check_norm_mode(norm_mode)
 
 
+# On CPU, running-mode inference compiles without XLA's YNNPACK fusions (its convolutions and
+# products go to XLA's own, Eigen's): unet_256 at batch 1 101.5, 114.3, 100.1, 100.8, 98.9 ms
+# against 121.5, 110.9, 121.8, 112.3, 113.8 with them, batch 8 +8% (the CPU variant's batch 8
+# +24%, its batch 1 even; docs/performance.md, change 14). Paper mode and training keep them:
+# both were slower without. The same functions, rounded differently.
+_RUNNING_MODE_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def compiler_options(paper_mode: bool) -> Optional[dict[str, str]]:
+  """XLA compiler options for the generator's inference in this mode (None: the defaults)."""
+  if paper_mode or jax.default_backend() != "cpu":
+    return None
+  return dict(_RUNNING_MODE_CPU_OPTIONS)
+
+
 def make_generate_fn(generator) -> Callable[..., jax.Array]:
   """Returns `generate(variables, images, *, norm_mode, rng=None)`, jitted per norm mode.
 
   `images` are float NHWC in [-1, 1]; the result is too. `generator` must have no device axis
   (`axis_name=None`). With `rng=None`, paper mode uses the fixed key 0.
   """
-  def apply(variables, images, rng, paper_mode):
-    return generator.apply(variables, images, train=paper_mode, rngs={"dropout": rng})
-  jitted = jax.jit(apply, static_argnums=3)
+  def jit_for(paper_mode):
+    def apply(variables, images, rng):
+      return generator.apply(variables, images, train=paper_mode, rngs={"dropout": rng})
+    return jax.jit(apply, compiler_options=compiler_options(paper_mode))
+  jitted = {paper_mode: jit_for(paper_mode) for paper_mode in (False, True)}
 
   def generate(variables, images, *, norm_mode: str, rng: Optional[jax.Array] = None):
     paper_mode = check_norm_mode(norm_mode) == "paper"
     rng = jax.random.key(0) if rng is None else rng
     variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
-    return jitted(variables, jnp.asarray(images, jnp.float32), rng, paper_mode)
+    return jitted[paper_mode](variables, jnp.asarray(images, jnp.float32), rng)
   return generate
 
 

@@ -201,7 +201,8 @@ class Translator:
 
     def apply(variables, images, rng):
       return generator.apply(variables, images, train=paper_mode, rngs={"dropout": rng})
-    self._apply = jax.jit(apply)  # compiled once per padded shape.
+    # Compiled once per padded shape.
+    self._apply = jax.jit(apply, compiler_options=inference.compiler_options(paper_mode))
 
   @classmethod
   def from_workdir(cls, workdir: str, norm_mode: Optional[str] = None,

@@ -105,3 +105,23 @@ def test_hflip_ensemble_is_the_image_and_its_mirror():
   assert len(calls) == 2 and np.array_equal(calls[1], images[:, :, ::-1])
   with pytest.raises(ValueError, match="ensemble_transforms='rot'"):
     inference.ensemble_mean(record, images, transforms="rot")
+
+
+def test_running_mode_compiles_without_ynnpack_on_cpu(trained):
+  """Running mode's CPU compilation leaves YNNPACK out (faster there; docs/performance.md,
+  change 14); paper mode keeps XLA's defaults; both compute the same as plain XLA."""
+  variables, _, inputs = trained
+  generator = models.create_generator(default.get_config("tiny").model)
+  if jax.default_backend() != "cpu":
+    assert inference.compiler_options(False) is None
+    return
+  assert inference.compiler_options(True) is None
+
+  def compiled(options):
+    apply = lambda v, x: generator.apply(v, x, train=False)
+    return jax.jit(apply, compiler_options=options).lower(variables, inputs).compile()
+  default_text = compiled(None).as_text()
+  running = compiled(inference.compiler_options(False))
+  assert "ynn_fusion" in default_text and "ynn_fusion" not in running.as_text()
+  np.testing.assert_allclose(running(variables, inputs), compiled(None)(variables, inputs),
+                             atol=1e-5)
