@@ -74,15 +74,13 @@ def prepared_step(config):
 
 def prepared_inference(config):
   """(a call of the generator on a random batch in running mode that waits for it, the
-  compiled generator)."""
-  from pix2pix_jax import models  # pylint: disable=g-import-not-at-top
-  from pix2pix_jax import step as step_lib  # pylint: disable=g-import-not-at-top
-  generator = models.create_generator(config.model)
-  variables = step_lib.create_train_state(config, jax.random.key(0), step_lib.Pix2Pix.from_config(
-      config, axis_name=None)).generator.variables
+  compiled generator), compiled as `inference.make_generate_fn` compiles it."""
+  from pix2pix_jax import inference  # pylint: disable=g-import-not-at-top
+  generator, variables = throughput.fresh_generator(config)
   images = jax.device_put(throughput.random_batch(config, FLAGS.batch_size)["input"])
-  compiled = jax.jit(lambda v, x: generator.apply(v, x, train=False)).lower(
-      variables, images).compile()
+  compiled = jax.jit(lambda v, x: generator.apply(v, x, train=False),
+                     compiler_options=inference.compiler_options(paper_mode=False)).lower(
+                         variables, images).compile()
   return lambda: jax.block_until_ready(compiled(variables, images)), compiled
 
 

@@ -197,12 +197,16 @@ def time_train(config, batch_size: int, steps: int, start_time: float = None) ->
           "first_step_s": first_step_s, **memory}
 
 
-def time_inference(config, repeats: int, batch_size: int) -> dict:
-  """Generator latency at batch 1 (running and paper modes) and throughput at `batch_size`."""
-  generator = models.create_generator(config.model)
+def fresh_generator(config):
+  """(the generator of `config`, freshly initialised variables of it)."""
   state = step_lib.create_train_state(config, jax.random.key(0), step_lib.Pix2Pix.from_config(
       config, axis_name=None))
-  variables = state.generator.variables
+  return models.create_generator(config.model), state.generator.variables
+
+
+def time_inference(config, repeats: int, batch_size: int) -> dict:
+  """Generator latency at batch 1 (running and paper modes) and throughput at `batch_size`."""
+  generator, variables = fresh_generator(config)
   generate = inference.make_generate_fn(generator)
   results = {}
   for name, norm_mode, batch in (("infer_latency_ms_bs1", "running", 1),
