@@ -204,7 +204,7 @@ class Plan(NamedTuple):
   kernel_grad: str
 
 
-def cpu_plan(kind: str, x_shape, output_shape, stride: int) -> Plan:
+def cpu_plan(kind: str, x_shape, output_shape, stride: int, kernel_size: int = 4) -> Plan:
   """The fastest formulation of each pass on XLA:CPU, as measured layer by layer.
 
   (`python -m benchmarks.layers`, at batch 1 and 4, docs/performance.md.) XLA:CPU's own
@@ -215,12 +215,19 @@ def cpu_plan(kind: str, x_shape, output_shape, stride: int) -> Plan:
   ('gemm') or the phase decomposition ('phase') win; the kernel gradients of the large
   strided convs run faster image by image ('xla/image') in a batch of a few. Sizes are pixels
   in the whole batch, N * H * W, of the pass's input (`x_shape`) or output (`output_shape`),
-  both NHWC.
+  both NHWC; `kernel_size` is the kernel's height and width (4 in the U-Net and PatchGAN).
   """
   in_pixels = x_shape[0] * x_shape[1] * x_shape[2]
   out_pixels = output_shape[0] * output_shape[1] * output_shape[2]
   if stride == 1:
-    return Plan("xla", "xla", "xla")
+    # The PatchGAN's last two (4x4, stride 1): XLA:CPU's kernel gradient of a conv with its
+    # padding inside is slow there (unet_256's D.conv_3 at batch 4: 330-590 ms against
+    # 171-231 as products; D.conv_4, one output channel: 25-43 against 12-22 with the
+    # padding outside, as 'phase' computes it at stride 1). Other stride-1 convs (the ResNet
+    # generator's 3x3 and 7x7) are unmeasured and stay plain.
+    if kernel_size != 4 or kind != "conv" or out_pixels > 4096:
+      return Plan("xla", "xla", "xla")
+    return Plan("xla", "xla", "phase" if output_shape[3] <= 8 else "gemm")
   if kind == "conv":
     # A stride-2 conv's input gradient convolves the stride-dilated output gradient. Its
     # kernel gradient over many pixels is faster image by image than on a batch of a few.
@@ -237,13 +244,14 @@ def cpu_plan(kind: str, x_shape, output_shape, stride: int) -> Plan:
   return Plan(forward, "gemm" if in_pixels <= 1024 else "xla", "gemm")
 
 
-def plan_for(kind: str, impl: str, x_shape, stride: int, output_shape) -> Plan:
+def plan_for(kind: str, impl: str, x_shape, stride: int, output_shape,
+             kernel_size: int = 4) -> Plan:
   """The Plan that `impl` means for this layer."""
   impl = resolve_impl(impl)
   if impl == "tuned":
     if not _static(x_shape, output_shape):  # symbolic (jax.export) shapes: the plain path.
       return Plan("xla", "xla", "xla")
-    return cpu_plan(kind, x_shape, output_shape, stride)
+    return cpu_plan(kind, x_shape, output_shape, stride, kernel_size)
   return Plan(impl, impl, impl)
 
 
@@ -270,7 +278,7 @@ _planned.defvjp(_planned_fwd, _planned_bwd)
 
 
 def _apply(kind, x, kernel, stride, padding, impl, output_shape):
-  plan = plan_for(kind, impl, x.shape, stride, output_shape)
+  plan = plan_for(kind, impl, x.shape, stride, output_shape, kernel.shape[0])
   if plan.forward == plan.input_grad == plan.kernel_grad:
     return formulation(kind, plan.forward)(x, kernel, stride, padding)
   return _planned(x, kernel, kind, plan, stride, padding)

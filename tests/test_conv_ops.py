@@ -21,6 +21,7 @@ CASES = [
     ("conv", (3, 5, 7, 4), 6, 2),
     ("conv", (1, 32, 32, 4), 4, 2),
     ("conv", (2, 9, 9, 6), 1, 1),
+    ("conv", (2, 9, 9, 6), 12, 1),
     ("transpose", (2, 1, 1, 8), 4, 2),
     ("transpose", (1, 2, 2, 16), 8, 2),
     ("transpose", (3, 5, 3, 4), 6, 2),
@@ -136,7 +137,16 @@ def test_tuned_plan_mixes_formulations_at_unet_256_sizes():
   outer = conv_ops.cpu_plan("transpose", (1, 128, 128, 128), (1, 256, 256, 3), 2)
   assert inner == conv_ops.Plan("gemm", "gemm", "gemm")
   assert outer == conv_ops.Plan("xla", "xla", "gemm")  # the weight gradient is never plain.
-  assert conv_ops.cpu_plan("conv", (1, 32, 32, 256), (1, 30, 30, 512), 1).kernel_grad == "xla"
+  # The PatchGAN's stride-1 convs: kernel gradients as products (D.conv_3) or with the
+  # padding outside the conv (D.conv_4, one output channel); plain at more pixels, and for
+  # other kernel sizes (the ResNet generator's, unmeasured).
+  assert conv_ops.cpu_plan("conv", (1, 32, 32, 256), (1, 31, 31, 512), 1) == conv_ops.Plan(
+      "xla", "xla", "gemm")
+  assert conv_ops.cpu_plan("conv", (4, 31, 31, 512), (4, 30, 30, 1), 1) == conv_ops.Plan(
+      "xla", "xla", "phase")
+  assert conv_ops.cpu_plan("conv", (8, 32, 32, 256), (8, 31, 31, 512), 1).kernel_grad == "xla"
+  assert conv_ops.cpu_plan("conv", (1, 64, 64, 256), (1, 64, 64, 256), 1,
+                           kernel_size=3).kernel_grad == "xla"
   # The same inner up-conv at batch 4 (16 input pixels) is still products in every pass.
   assert conv_ops.cpu_plan("transpose", (4, 2, 2, 1024), (4, 4, 4, 512), 2) == inner
   # At batch 4 the big levels' stride-dilated passes go through the phases.
