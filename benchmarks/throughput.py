@@ -169,6 +169,9 @@ def time_train(config, batch_size: int, steps: int, start_time: float = None) ->
   the step compiled, with the train state built, after the timed steps), state_mb (the step's
   arguments: both networks' parameters, batch statistics and Adam states) and step_temp_mb
   (XLA's scratch buffers of one step: gradients, activations kept for the backward pass).
+  page_faults_per_step and system_s_per_step (medians): the minor page faults and the
+  kernel's CPU seconds of a timed step (docs/performance.md, *Tried*: the scratch buffer is
+  mapped afresh at every step).
   """
   start_time = time.time() if start_time is None else start_time
   memory = {"rss_mb_start": current_rss_mb()}
@@ -184,17 +187,22 @@ def time_train(config, batch_size: int, steps: int, start_time: float = None) ->
   jax.block_until_ready(metrics)
   first_step_s = time.time() - start_time
   state, _ = compiled(state, batch, rng)
-  times = []
+  times, faults, system_s = [], [], []
   for _ in range(steps):
+    before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     state, metrics = compiled(state, batch, rng)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - start)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    faults.append(after.ru_minflt - before.ru_minflt)
+    system_s.append(after.ru_stime - before.ru_stime)
   seconds = float(np.median(times))
   memory["rss_mb_steps"] = current_rss_mb()
   return {"batch_size": batch_size, "step_s": seconds, "images_per_s": batch_size / seconds,
           "compile_s": compile_s, "gflop_per_image": flops / batch_size / 1e9,
-          "first_step_s": first_step_s, **memory}
+          "first_step_s": first_step_s, "page_faults_per_step": float(np.median(faults)),
+          "system_s_per_step": float(np.median(system_s)), **memory}
 
 
 def fresh_generator(config):

@@ -29,6 +29,11 @@ def test_throughput_prints_every_field_as_its_last_line():
     assert summary[key] > 0, (key, summary[key])
   assert summary["conv_impl"] == "auto" and summary["crop_size"] == 32
   assert 0 < summary["fraction_of_peak"] < 1.5
+  trains = [json.loads(line) for line in result.stdout.strip().splitlines()[:-1]]
+  trains = [line for line in trains if line.get("measurement") == "train"]
+  assert [line["batch_size"] for line in trains] == [1, 4]
+  for line in trains:  # what the kernel did for a step: counted, not guessed.
+    assert line["page_faults_per_step"] >= 0 and line["system_s_per_step"] >= 0
 
 
 @pytest.mark.slow
