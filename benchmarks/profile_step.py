@@ -78,10 +78,10 @@ def prepared_inference(config):
   from pix2pix_jax import inference  # pylint: disable=g-import-not-at-top
   generator, variables = throughput.fresh_generator(config)
   images = jax.device_put(throughput.random_batch(config, FLAGS.batch_size)["input"])
-  compiled = jax.jit(lambda v, x: generator.apply(v, x, train=False),
-                     compiler_options=inference.compiler_options(paper_mode=False)).lower(
-                         variables, images).compile()
-  return lambda: jax.block_until_ready(compiled(variables, images)), compiled
+  rng = jax.random.key(0)
+  compiled = inference.jit_generator(generator, paper_mode=False).lower(
+      variables, images, rng).compile()
+  return lambda: jax.block_until_ready(compiled(variables, images, rng)), compiled
 
 
 def main(argv):

@@ -54,17 +54,21 @@ def compiler_options(paper_mode: bool) -> Optional[dict[str, str]]:
   return dict(_RUNNING_MODE_CPU_OPTIONS)
 
 
+def jit_generator(generator, paper_mode: bool) -> Callable[..., jax.Array]:
+  """`apply(variables, images, rng)`: the generator in this norm mode, jitted with this mode's
+  `compiler_options` (what `make_generate_fn` and `Translator` run)."""
+  def apply(variables, images, rng):
+    return generator.apply(variables, images, train=paper_mode, rngs={"dropout": rng})
+  return jax.jit(apply, compiler_options=compiler_options(paper_mode))
+
+
 def make_generate_fn(generator) -> Callable[..., jax.Array]:
   """Returns `generate(variables, images, *, norm_mode, rng=None)`, jitted per norm mode.
 
   `images` are float NHWC in [-1, 1]; the result is too. `generator` must have no device axis
   (`axis_name=None`). With `rng=None`, paper mode uses the fixed key 0.
   """
-  def jit_for(paper_mode):
-    def apply(variables, images, rng):
-      return generator.apply(variables, images, train=paper_mode, rngs={"dropout": rng})
-    return jax.jit(apply, compiler_options=compiler_options(paper_mode))
-  jitted = {paper_mode: jit_for(paper_mode) for paper_mode in (False, True)}
+  jitted = {paper_mode: jit_generator(generator, paper_mode) for paper_mode in (False, True)}
 
   def generate(variables, images, *, norm_mode: str, rng: Optional[jax.Array] = None):
     paper_mode = check_norm_mode(norm_mode) == "paper"

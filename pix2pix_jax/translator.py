@@ -196,13 +196,9 @@ class Translator:
     self.variables = jax.device_put({"params": variables["params"],
                                      "batch_stats": variables.get("batch_stats", {})})
     self._rng = jax.random.key(seed)
-    generator = models.create_generator(config.model)
-    paper_mode = self.norm_mode == "paper"
-
-    def apply(variables, images, rng):
-      return generator.apply(variables, images, train=paper_mode, rngs={"dropout": rng})
     # Compiled once per padded shape.
-    self._apply = jax.jit(apply, compiler_options=inference.compiler_options(paper_mode))
+    self._apply = inference.jit_generator(models.create_generator(config.model),
+                                          paper_mode=self.norm_mode == "paper")
 
   @classmethod
   def from_workdir(cls, workdir: str, norm_mode: Optional[str] = None,

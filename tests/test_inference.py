@@ -108,20 +108,21 @@ def test_hflip_ensemble_is_the_image_and_its_mirror():
 
 
 def test_running_mode_compiles_without_ynnpack_on_cpu(trained):
-  """Running mode's CPU compilation leaves YNNPACK out (faster there; docs/performance.md,
-  change 14); paper mode keeps XLA's defaults; both compute the same as plain XLA."""
+  """Running mode's CPU compilation (inference.jit_generator, which make_generate_fn and
+  Translator run) leaves YNNPACK out (faster there; docs/performance.md, change 14); paper
+  mode keeps XLA's defaults; running mode computes the same as XLA's defaults."""
   variables, _, inputs = trained
   generator = models.create_generator(default.get_config("tiny").model)
   if jax.default_backend() != "cpu":
     assert inference.compiler_options(False) is None
     return
   assert inference.compiler_options(True) is None
-
-  def compiled(options):
-    apply = lambda v, x: generator.apply(v, x, train=False)
-    return jax.jit(apply, compiler_options=options).lower(variables, inputs).compile()
-  default_text = compiled(None).as_text()
-  running = compiled(inference.compiler_options(False))
-  assert "ynn_fusion" in default_text and "ynn_fusion" not in running.as_text()
-  np.testing.assert_allclose(running(variables, inputs), compiled(None)(variables, inputs),
+  rng = jax.random.key(0)
+  lowered = lambda apply: apply.lower(variables, inputs, rng).compile()
+  running = lowered(inference.jit_generator(generator, paper_mode=False))
+  plain = lowered(jax.jit(lambda v, x, r: generator.apply(v, x, train=False)))
+  paper = lowered(inference.jit_generator(generator, paper_mode=True))
+  assert "ynn_fusion" in plain.as_text() and "ynn_fusion" in paper.as_text()
+  assert "ynn_fusion" not in running.as_text()
+  np.testing.assert_allclose(running(variables, inputs, rng), plain(variables, inputs, rng),
                              atol=1e-5)
