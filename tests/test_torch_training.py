@@ -147,11 +147,15 @@ def test_three_steps_equal_the_reference(gan, batch_size, conv_impl):
 
 @pytest.mark.slow
 def test_parity_holds_at_xla_default_optimization_level():
-  """The suite compiles at LLVM level 0 (tests/conftest.py: it halves the suite's time and
-  changes only float rounding); users' runs compile at XLA's default. One case of the parity
+  """The suite compiles at LLVM level 0 with XLA:CPU's elemental emitters
+  (tests/conftest.py: they cut the suite's time and change only float rounding); users' runs
+  compile at XLA's defaults. One case of the parity
   above, rerun in a process at the default level, keeps that difference covered."""
   env = dict(os.environ, PIX2PIX_TEST_XLA_OPTIMIZATION="default")
-  env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(conftest.OPTIMIZATION_FLAG, "").strip()
+  flags = env.get("XLA_FLAGS", "")
+  for flag in conftest.TEST_XLA_FLAGS:
+    flags = flags.replace(flag, "")
+  env["XLA_FLAGS"] = " ".join(flags.split())
   case = f"{__file__}::test_three_steps_equal_the_reference[vanilla-2-tuned]"
   result = subprocess.run(
       [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", case],
