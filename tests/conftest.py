@@ -22,10 +22,14 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 # The suite compiles a few hundred small programs and runs each for milliseconds: compiling is
 # most of its time. LLVM's optimisation level 0 halves that (make test from a cold cache:
 # 30:03 -> 13:54 on the 2-core AVX2 machine); XLA:CPU's older elemental emitters instead of
-# its MLIR fusion emitters halve the compilation of a tiny train step again (11.7-19.1 ->
-# 8.2-9.5 s; the whole suite from a cold cache in a fresh clone 16:50 -> 11:39, 398 tests;
-# at unet_256 and XLA's default level the same 29-30 s and a step within the noise, so users
-# keep XLA's defaults). Both change float rounding only (e.g. fused
+# its MLIR fusion emitters halve the compilation of a tiny train step again (`compile_s` of
+# benchmarks.throughput.prepared_train_step, configs/default.py:tiny at batch 4, in a process
+# with this conftest's flags and JAX_ENABLE_COMPILATION_CACHE=false: 11.7-19.1 s in 4 runs
+# without, 8.2-9.5 s in 3 with, interleaved). The whole suite from a cold cache in a fresh
+# clone: 16:50 -> 11:39 (398 tests). At unet_256 and XLA's default level the emitters made no
+# difference (`python -m benchmarks.throughput --worker=train --batch_size=1 --steps=5
+# --config.compilation_cache.dir=off`, one pair: compile 30.0 vs 29.0 s, step 1.52 vs 1.68 s,
+# within the noise), so users keep XLA's defaults. Both change float rounding only (e.g. fused
 # multiply-adds), not what is computed. Every test asserts the same either way, and
 # test_torch_training's optimisation-level test reruns the torch parity at XLA's defaults.
 # PIX2PIX_TEST_XLA_OPTIMIZATION=default runs the whole suite at XLA's defaults.
